@@ -1,0 +1,112 @@
+"""From a resolved config to the parts of a run: device, data, objective, networks, state.
+
+One place builds optimisers. Every name goes through a registry, so a bad name fails with the
+list of choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import igm_cli.objectives  # noqa: F401  (registers the models)
+import igm_cli.nets  # noqa: F401  (registers the archs)
+from igm_cli.data import ToyDistribution, build_dataset
+from igm_cli.errors import IgmError
+from igm_cli.objectives import Objective
+from igm_cli.registry import ARCHS, MODELS
+from igm_cli.state import TrainState
+
+# Keys of the model group that configure the optimiser rather than the objective.
+OPTIMISER_KEYS = ("name", "optimizer", "lr", "betas", "ema")
+OPTIMIZERS = ("adam", "rmsprop")
+
+
+@dataclass
+class Parts:
+    device: torch.device
+    dataset: ToyDistribution
+    objective: Objective
+    z_dim: int
+    state: TrainState
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise IgmError(f"device '{name}' requested but no CUDA GPU is available; use device=cpu")
+        return torch.device(name)
+    raise IgmError(f"unknown device '{name}'; choose from: auto, cpu, cuda")
+
+
+def build_objective(model_cfg: DictConfig) -> Objective:
+    params = {k: v for k, v in OmegaConf.to_container(model_cfg).items() if k not in OPTIMISER_KEYS}
+    builder = MODELS.get(model_cfg.name)
+    try:
+        return builder(**params)
+    except TypeError as exc:
+        raise IgmError(f"model '{model_cfg.name}': {exc}") from None
+
+
+def build_arch(arch_cfg: DictConfig):
+    params = {k: v for k, v in OmegaConf.to_container(arch_cfg).items() if k != "name"}
+    builder = ARCHS.get(arch_cfg.name)
+    try:
+        return builder(**params)
+    except TypeError as exc:
+        raise IgmError(f"arch '{arch_cfg.name}': {exc}") from None
+
+
+def make_optimizer(kind: str, params, lr: float, betas) -> torch.optim.Optimizer:
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
+    if kind == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    raise IgmError(f"unknown model.optimizer '{kind}'; choose from: {', '.join(OPTIMIZERS)}")
+
+
+def registries() -> dict:
+    """Every registry a config group refers to, for `igm list`."""
+    from igm_cli.registry import DATASETS
+
+    return {"model": MODELS, "dataset": DATASETS, "arch": ARCHS}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every check that needs no training; each failure is a one-line IgmError."""
+    for key in ("train.steps", "train.batch_size", "eval.every", "eval.n_samples", "ckpt.every"):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise IgmError(f"{key} must be an integer >= 1, got {value!r}")
+    if cfg.train.lr_decay not in ("linear", "none"):
+        raise IgmError(f"unknown train.lr_decay '{cfg.train.lr_decay}'; choose from: linear, none")
+    resolve_device(cfg.device)
+    build_objective(cfg.model)
+    build_arch(cfg.arch)
+    build_dataset(cfg.dataset, "cpu")
+
+
+def build(cfg: DictConfig) -> Parts:
+    check_config(cfg)
+    device = resolve_device(cfg.device)
+    dataset = build_dataset(cfg.dataset, device)
+    objective = build_objective(cfg.model)
+    arch = build_arch(cfg.arch)
+    torch.manual_seed(cfg.seed)  # network initialisation
+    nets = torch.nn.ModuleDict(
+        {role: arch.build(role, (dataset.dim,)) for role in objective.networks}
+    ).to(device)
+    model = cfg.model
+    optimizers, base_lrs = {}, {}
+    for phase in objective.phases():
+        params = [p for role in phase.trains for p in nets[role].parameters()]
+        optimizers[phase.name] = make_optimizer(model.optimizer, params, model.lr, model.betas)
+        base_lrs[phase.name] = model.lr
+    state = TrainState(nets, optimizers, base_lrs, model.ema, cfg.seed, device)
+    return Parts(device, dataset, objective, arch.z_dim, state)

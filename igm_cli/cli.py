@@ -1,0 +1,280 @@
+"""`igm VERB ...`: one entry point, one Hydra app per training verb.
+
+`igm train` is a Hydra app (configs/train.yaml). Before Hydra starts, the command line is
+checked so that bad input gets one line naming the bad value and its choices, a non-zero exit,
+and no file touched: unknown group names, bad numbers, bad paths and bad `resume=` targets.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from igm_cli import __version__
+from igm_cli.errors import IgmError
+
+GROUPS = ("model", "dataset", "arch")
+EXIT_USAGE, EXIT_DIVERGED = 2, 3
+
+USAGE = f"""usage: igm VERB [ARGS]
+
+igm {__version__}: train, compare and understand implicit generative models.
+
+verbs:
+  train    train a model (Hydra app; `igm train --help` lists the config groups)
+  sample   write generated points from a run: igm sample run=DIR n=N out=FILE.npy [seed=S]
+  list     list every registered model, dataset and arch
+
+examples:
+  igm train                                   # non-saturating GAN on ring8, about a minute
+  igm train model=gan_minimax dataset=grid25 train.steps=10000
+  igm train -m model=gan,gan_minimax seed=0,1,2
+  igm train resume=outputs/2026-11-25/12-00-00_gan_ring8 train.steps=12000
+  tensorboard --logdir outputs
+"""
+
+
+def config_dir() -> Path:
+    """The shipped configs: inside the installed package, or the checkout's top-level folder."""
+    here = Path(__file__).resolve().parent
+    installed = here / "configs"
+    return installed if (installed / "train.yaml").is_file() else here.parent / "configs"
+
+
+def fail(message: str) -> int:
+    print(f"igm: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"igm {__version__}")
+        return 0
+    verb, args = argv[0], argv[1:]
+    commands = {"train": train_command, "sample": sample_command, "list": list_command}
+    if verb not in commands:
+        return fail(f"unknown command '{verb}'; choose from: {', '.join(commands)}")
+    try:
+        return commands[verb](args)
+    except IgmError as exc:
+        return fail(str(exc))
+
+
+# ---------------------------------------------------------------------------- igm list
+
+def list_command(args: list[str]) -> int:
+    from igm_cli.build import registries
+
+    for kind, registry in registries().items():
+        print(f"{kind}s:")
+        for name, description in registry.describe():
+            print(f"  {name:<22} {description}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- igm sample
+
+def parse_keyvalues(args: list[str], allowed: dict[str, object], verb: str) -> dict:
+    values = dict(allowed)
+    for arg in args:
+        if arg in ("-h", "--help"):
+            raise SystemExit(print(sample_usage()) or 0)
+        key, sep, value = arg.partition("=")
+        if not sep or key not in allowed:
+            raise IgmError(f"igm {verb}: unknown argument '{arg}'; "
+                           f"expected key=value with key in: {', '.join(allowed)}")
+        values[key] = value
+    return values
+
+
+def sample_usage() -> str:
+    return ("usage: igm sample run=RUN_DIR_OR_CHECKPOINT n=N out=FILE.npy [seed=0] [device=cpu]\n"
+            "writes N generated points (N x D float32) from the run's generator (its EMA when "
+            "it has one)")
+
+
+def parse_int(name: str, value, minimum: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise IgmError(f"{name} must be an integer >= {minimum}, got '{value}'") from None
+    if number < minimum:
+        raise IgmError(f"{name} must be an integer >= {minimum}, got {number}")
+    return number
+
+
+def sample_command(args: list[str]) -> int:
+    import numpy as np
+
+    from igm_cli.sampling import load_sampler
+
+    opts = parse_keyvalues(args, {"run": None, "n": 1000, "out": None, "seed": 0,
+                                  "device": "cpu"}, "sample")
+    if opts["run"] is None or opts["out"] is None:
+        raise IgmError("igm sample needs run=RUN_DIR and out=FILE.npy (see igm sample --help)")
+    n = parse_int("n", opts["n"], 1)
+    seed = parse_int("seed", opts["seed"], 0)
+    out = Path(opts["out"])
+    if out.suffix != ".npy":
+        raise IgmError(f"out '{out}' must end in .npy; choose from: .npy")
+    sampler = load_sampler(opts["run"], opts["device"])
+    points = sampler(n, seed).cpu().numpy().astype(np.float32)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, points)
+    print(f"wrote {points.shape[0]} x {points.shape[1]} samples to {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- igm train
+
+STATUSES: list[str] = []  # one per finished job of this process (multirun runs several)
+
+
+def train_command(args: list[str]) -> int:
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        parsed = get_args_parser().parse_args(args)
+    except SystemExit as exc:  # argparse already printed its one-line usage error
+        return int(exc.code or 0)
+    overrides = prepare_overrides(parsed.overrides, parsed)
+    hydra_args = [a for a in args if a not in parsed.overrides] + overrides
+    STATUSES.clear()
+    run_hydra_app("train", hydra_args, _train_task)
+    if "failed" in STATUSES:
+        return EXIT_USAGE
+    if "diverged" in STATUSES:
+        return EXIT_DIVERGED
+    return 130 if "interrupted" in STATUSES else 0
+
+
+def prepare_overrides(overrides: list[str], parsed) -> list[str]:
+    """Check names and paths before Hydra makes a run folder; on resume, replay the run's
+    own overrides first so that the resumed config is the original one plus what is new."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    try:
+        parsed_overrides = parser.parse_overrides(overrides)
+    except HydraException as exc:
+        raise IgmError(str(exc).strip().splitlines()[0]) from None
+    extra_dirs = [Path(parsed.config_dir)] if parsed.config_dir else []
+    for override in parsed_overrides:
+        key = override.key_or_group.lstrip("+~")
+        if key in GROUPS and not override.is_delete():
+            names = (list(override.sweep_string_iterator()) if override.is_sweep_override()
+                     else [override.get_value_element_as_str()])
+            choices = group_options(key, extra_dirs)
+            for name in names:
+                if name not in choices:
+                    raise IgmError(f"unknown {key} '{name}'; choose from: {', '.join(choices)}")
+    absolute = [absolutise_path(o, ov) for o, ov in zip(overrides, parsed_overrides)]
+    resume = next((ov for ov in parsed_overrides if ov.key_or_group == "resume"), None)
+    if resume is not None and resume.value() is not None:
+        if parsed.multirun:
+            raise IgmError("resume= continues one run; it cannot be combined with -m")
+        absolute = resume_overrides(resume, parsed_overrides, absolute)
+    is_plain_run = not (parsed.multirun or parsed.help or parsed.hydra_help or parsed.cfg
+                        or parsed.info or parsed.shell_completion)
+    if is_plain_run:
+        check_composed(absolute, parsed)
+    return absolute
+
+
+def group_options(group: str, extra_dirs: list[Path]) -> list[str]:
+    names = set()
+    for folder in [config_dir(), *extra_dirs]:
+        names.update(p.stem for p in (folder / group).glob("*.yaml"))
+    return sorted(names)
+
+
+def absolutise_path(text: str, override) -> str:
+    """`dataset.path` means the folder the user typed it in, also when the run is resumed."""
+    if override.key_or_group == "dataset.path" and not override.is_sweep_override():
+        value = override.value()
+        if isinstance(value, str) and value:
+            return f"dataset.path={Path(value).expanduser().resolve()}"
+    return text
+
+
+def resume_overrides(resume, parsed_overrides, overrides: list[str]) -> list[str]:
+    from igm_cli.checkpoint import load_checkpoint, resolve_checkpoint, run_dir_of
+
+    checkpoint_file = resolve_checkpoint(str(resume.value())).resolve()
+    checkpoint = load_checkpoint(checkpoint_file)
+    saved_model = checkpoint["config"]["model"]["name"]
+    for override in parsed_overrides:
+        if override.key_or_group == "model" and override.value() != saved_model:
+            raise IgmError(f"checkpoint '{resume.value()}' is of model '{saved_model}', "
+                           f"not '{override.value()}'")
+    new_keys = {ov.key_or_group for ov in parsed_overrides}
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    saved = [o for o, ov in zip(checkpoint["overrides"],
+                                OverridesParser.create().parse_overrides(checkpoint["overrides"]))
+             if ov.key_or_group not in new_keys]
+    replaced = [f"resume={checkpoint_file}" if ov.key_or_group == "resume" else o
+                for o, ov in zip(overrides, parsed_overrides)]
+    if "hydra.run.dir" not in new_keys:  # continue in the run's own folder
+        replaced.append(f"hydra.run.dir={run_dir_of(checkpoint_file)}")
+    return saved + replaced
+
+
+def check_composed(overrides: list[str], parsed) -> None:
+    """Compose the config as Hydra will and run every check that needs no training."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from igm_cli.build import check_config
+
+    job_overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
+    try:
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            cfg = compose(parsed.config_name or "train", overrides=job_overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise IgmError(" ".join(str(exc).split())[:300]) from None
+    finally:
+        GlobalHydra.instance().clear()
+    check_config(cfg)
+
+
+def run_hydra_app(config_name: str, args: list[str], task) -> None:
+    import hydra
+
+    app = hydra.main(config_path=str(config_dir()), config_name=config_name,
+                     version_base="1.3")(task)
+    saved_argv = sys.argv
+    sys.argv = [f"igm {config_name}", *args]
+    try:
+        app()
+    finally:
+        sys.argv = saved_argv
+
+
+def _train_task(cfg) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from igm_cli.trainer import train
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        summary = train(cfg, run_dir, list(hydra_cfg.overrides.task))
+    except IgmError as exc:
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # report, and let the other jobs run
+            print(f"igm: error: job {hydra_cfg.job.num}: {exc}", file=sys.stderr)
+            STATUSES.append("failed")
+            return None
+        raise SystemExit(fail(str(exc))) from None
+    STATUSES.append(summary["status"])
+    if summary["status"] == "interrupted":
+        raise SystemExit(130 if "SIGINT" in summary.get("message", "") else 143)
+    return summary["metrics"].get(cfg.eval.sweep_metric)

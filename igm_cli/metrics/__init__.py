@@ -1,0 +1,1 @@
+"""Evaluation metrics: mode coverage on toy mixtures (toy) and sample-set distances (distances)."""

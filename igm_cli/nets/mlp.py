@@ -1,0 +1,77 @@
+"""Fully connected networks for low-dimensional data (and flattened images)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from igm_cli.errors import IgmError
+from igm_cli.registry import ARCHS
+
+ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.2), "relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def mlp(
+    in_dim: int, out_dim: int, hidden: int, depth: int, activation: str, spectral_norm: bool
+) -> nn.Sequential:
+    """``depth`` hidden layers of width ``hidden``, then a linear output layer."""
+    widths = [in_dim] + [hidden] * depth
+    layers: list[nn.Module] = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+    layers.append(nn.Linear(widths[-1], out_dim))
+    if spectral_norm:  # Miyato et al. 2018: every weight divided by its top singular value
+        for i, layer in enumerate(layers):
+            if isinstance(layer, nn.Linear):
+                layers[i] = nn.utils.parametrizations.spectral_norm(layer)
+    return nn.Sequential(*layers)
+
+
+class Reshape(nn.Module):
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+
+@ARCHS.register("mlp", "fully connected generator and critic (LeakyReLU, optional spectral norm)")
+class MLPArch:
+    """Builds each role's network. Roles: generator z -> x, critic x -> R, encoder x -> z,
+    code_critic z -> R. Spectral norm (``spectral_norm=true``) applies to critics only."""
+
+    def __init__(
+        self,
+        z_dim: int = 2,
+        hidden: int = 128,
+        depth: int = 3,
+        activation: str = "leaky_relu",
+        spectral_norm: bool = False,
+    ):
+        if activation not in ACTIVATIONS:
+            raise IgmError(
+                f"unknown arch.activation '{activation}'; choose from: {', '.join(ACTIVATIONS)}"
+            )
+        self.z_dim, self.hidden, self.depth = z_dim, hidden, depth
+        self.activation, self.spectral_norm = activation, spectral_norm
+
+    def build(self, role: str, data_shape: tuple[int, ...]) -> nn.Module:
+        data_dim = math.prod(data_shape)
+        in_dim, out_dim = {
+            "generator": (self.z_dim, data_dim),
+            "critic": (data_dim, 1),
+            "encoder": (data_dim, self.z_dim),
+            "code_critic": (self.z_dim, 1),
+        }[role]
+        net = mlp(in_dim, out_dim, self.hidden, self.depth, self.activation,
+                  self.spectral_norm and role.endswith("critic"))
+        if role == "generator":
+            return nn.Sequential(net, Reshape(data_shape))
+        if role == "critic":
+            return nn.Sequential(nn.Flatten(), net, nn.Flatten(0))  # [B, ...] -> [B]
+        if role == "code_critic":
+            return nn.Sequential(net, nn.Flatten(0))
+        return nn.Sequential(nn.Flatten(), net)

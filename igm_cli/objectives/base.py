@@ -1,0 +1,54 @@
+"""What every objective gives the trainer: the networks it needs and its update phases.
+
+A phase is one optimiser step on some networks: "critic" (fit the estimator of how far the
+model is from the data) and "generator" (move the model to shrink that estimate). The trainer
+runs the phases in order, each ``repeats`` times per training step, and knows nothing else
+about the method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+# loss(nets, real [B, ...], z [B, z_dim]) -> scalar; nets.generator, nets.critic, ...
+LossFn = Callable[[nn.ModuleDict, Tensor, Tensor], Tensor]
+
+
+@dataclass
+class Phase:
+    name: str  # logged as loss/<name>
+    trains: tuple[str, ...]  # the networks whose optimiser steps on this loss
+    loss: LossFn
+    repeats: int = 1
+
+
+class Objective:
+    """Base class: subclasses set ``networks`` and return their ``phases()``."""
+
+    networks: tuple[str, ...] = ("generator", "critic")
+
+    def phases(self) -> list[Phase]:
+        return [
+            Phase("critic", ("critic",), self.critic_loss, getattr(self, "n_critic", 1)),
+            Phase("generator", ("generator",), self.generator_loss),
+        ]
+
+    def critic_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no critic")
+
+    def generator_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no generator loss")
+
+    def after_step(self, phase: Phase, nets: nn.ModuleDict) -> None:
+        """Called after each optimiser step (e.g. WGAN's weight clipping)."""
+
+
+def r1_penalty(critic_out: Tensor, inputs: Tensor, gamma: float) -> Tensor:
+    """Zero-centred gradient penalty on real data (Mescheder et al. 2018):
+    γ/2 · E_p ||∇_x v(x)||²; ``inputs`` must have been given ``requires_grad``."""
+    (grad,) = torch.autograd.grad(critic_out.sum(), inputs, create_graph=True)
+    return gamma / 2 * grad.flatten(1).pow(2).sum(1).mean()

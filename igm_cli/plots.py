@@ -1,0 +1,55 @@
+"""Pictures for TensorBoard: samples over the critic's heat map (2D), densities (1D)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never open a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+@torch.no_grad()
+def samples_figure(real, fake, critic=None, max_points: int = 2000):
+    """Real (grey) and generated (orange) samples; the critic's output as the background."""
+    real, fake = real[:max_points].cpu(), fake[:max_points].cpu()
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=80)
+    both = torch.cat([real, fake])
+    low, high = both.min(0).values, both.max(0).values
+    pad = 0.1 * (high - low) + 1e-3
+    low, high = low - pad, high + pad
+    if real.shape[1] == 1:
+        bins = torch.linspace(low.item(), high.item(), 80).numpy()
+        ax.hist(real[:, 0].numpy(), bins, density=True, alpha=0.5, color="grey", label="data")
+        ax.hist(fake[:, 0].numpy(), bins, density=True, alpha=0.5, color="C1", label="model")
+        if critic is not None:
+            grid = torch.linspace(low.item(), high.item(), 200)
+            out = _critic_on(critic, grid[:, None])
+            ax2 = ax.twinx()
+            ax2.plot(grid.numpy(), out.numpy(), color="C0", label="critic")
+            ax2.set_ylabel("critic output")
+        ax.set_xlabel("x")
+    else:
+        if critic is not None:
+            xs = torch.linspace(low[0].item(), high[0].item(), 100)
+            ys = torch.linspace(low[1].item(), high[1].item(), 100)
+            gx, gy = torch.meshgrid(xs, ys, indexing="xy")
+            out = _critic_on(critic, torch.stack([gx.flatten(), gy.flatten()], 1)).reshape(gx.shape)
+            mesh = ax.contourf(gx.numpy(), gy.numpy(), out.numpy(), levels=30, cmap="Blues")
+            fig.colorbar(mesh, ax=ax, fraction=0.046, pad=0.04, label="critic output")
+        ax.scatter(real[:, 0], real[:, 1], s=3, color="grey", alpha=0.6, label="data")
+        ax.scatter(fake[:, 0], fake[:, 1], s=3, color="C1", alpha=0.6, label="model")
+        ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _critic_on(critic, points):
+    device = next(critic.parameters()).device
+    was_training = critic.training
+    critic.eval()
+    out = critic(points.to(device)).float().cpu()
+    critic.train(was_training)
+    return out

@@ -1,0 +1,28 @@
+"""Load a run's generator from its checkpoint, outside the trainer (`igm sample`)."""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from igm_cli.build import build_arch, build_objective, resolve_device
+from igm_cli.checkpoint import load_checkpoint
+from igm_cli.evaluate import generate
+
+
+def load_sampler(run: str, device_name: str = "cpu"):
+    """Returns ``sample(n, seed) -> Tensor [n, D]`` from the EMA generator when the run kept
+    one, else from the generator."""
+    checkpoint = load_checkpoint(run)
+    cfg = OmegaConf.create(checkpoint["config"])
+    device = resolve_device(device_name)
+    arch = build_arch(cfg.arch)
+    build_objective(cfg.model)  # the model must still be registered
+    generator = arch.build("generator", tuple(checkpoint["data_shape"]))
+    if checkpoint.get("ema") is not None:
+        generator.load_state_dict(checkpoint["ema"])
+    else:
+        prefix = "generator."
+        generator.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["nets"].items()
+                                   if k.startswith(prefix)})
+    generator.to(device).eval()
+    return lambda n, seed: generate(generator, n, arch.z_dim, seed, device)

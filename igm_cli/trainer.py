@@ -1,0 +1,183 @@
+"""The training loop, and nothing else: sample real data and noise, run each objective phase,
+update the EMA, log, evaluate, checkpoint. It knows no method; objectives supply the losses."""
+
+from __future__ import annotations
+
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from igm_cli import __version__
+from igm_cli.build import build
+from igm_cli.checkpoint import FORMAT, load_checkpoint, save_atomic
+from igm_cli.errors import IgmError
+from igm_cli.evaluate import evaluate
+from igm_cli.plots import samples_figure
+from igm_cli.runlog import RunLog, StepTimer
+
+
+@contextmanager
+def stop_on_signals():
+    """SIGINT/SIGTERM set ``stop["signal"]``; the loop finishes its step and saves. A second
+    SIGINT falls through to Python's default (KeyboardInterrupt)."""
+    stop = {"signal": None}
+
+    def handler(signum, frame):
+        stop["signal"] = signum
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
+    """Run (or resume) one training job in ``run_dir``; returns the summary it writes."""
+    started = time.time()
+    parts = build(cfg)
+    state, dataset, objective = parts.state, parts.dataset, parts.objective
+    if cfg.resume:
+        restore(state, cfg)
+    start_step, total, batch = state.step, cfg.train.steps, cfg.train.batch_size
+    phases = objective.phases()
+    log = RunLog(run_dir, total, start_step, cfg.train.print_every)
+    checkpoint_file = run_dir / "checkpoints" / "last.pt"
+    config = OmegaConf.to_container(cfg, resolve=True)
+
+    def save_checkpoint(step_file: Path | None = None) -> None:
+        payload = {"format": FORMAT, "igm_version": __version__, "config": config,
+                   "overrides": [o for o in overrides if not o.startswith("resume=")],
+                   "data_shape": [dataset.dim],
+                   **state.state_dict()}
+        if log.enabled:
+            save_atomic(payload, checkpoint_file)
+            if step_file is not None:
+                save_atomic(payload, step_file)
+
+    def run_evaluation() -> dict:
+        metrics, fake, real = evaluate(state.sampler, dataset, parts.z_dim, cfg.eval.n_samples,
+                                       parts.device)
+        figure = None
+        if cfg.eval.plot and dataset.dim <= 2:
+            figure = samples_figure(real, fake, state.nets.critic if "critic" in state.nets else None)
+        log.evaluation(state.step, metrics, figure)
+        return metrics
+
+    status, metrics, note = "completed", {}, ""
+    pending: list[torch.Tensor] = []  # per-step losses since the last finiteness check
+    timer, loop_start = StepTimer(start_step), time.perf_counter()
+    with stop_on_signals() as stop:
+        while state.step < total:
+            step = state.step
+            if cfg.train.lr_decay == "linear":
+                state.set_lr(1 - step / total)
+            losses = {}
+            for phase in phases:
+                state.nets.requires_grad_(False)  # only this phase's networks get gradients
+                for role in phase.trains:
+                    state.nets[role].requires_grad_(True)
+                optimizer = state.optimizers[phase.name]
+                for _ in range(phase.repeats):
+                    real = dataset.sample(batch, state.data_rng)
+                    z = torch.randn(batch, parts.z_dim, generator=state.noise_rng,
+                                    device=parts.device)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = phase.loss(state.nets, real, z)
+                    loss.backward()
+                    optimizer.step()
+                    objective.after_step(phase, state.nets)
+                losses[f"loss/{phase.name}"] = loss.detach()
+            state.update_ema()
+            state.step = step + 1
+            pending.append(torch.stack(list(losses.values())))
+
+            done = state.step == total
+            log_now = state.step % cfg.train.log_every == 0 or done or stop["signal"]
+            eval_now = state.step % cfg.eval.every == 0 or done
+            ckpt_now = state.step % cfg.ckpt.every == 0 or done or stop["signal"]
+            if log_now or eval_now or ckpt_now:
+                bad = first_nonfinite(pending, first_step=state.step - len(pending) + 1)
+                pending.clear()
+                if bad is not None:
+                    bad_step, values = bad
+                    named = ", ".join(f"{k} = {v}" for k, v in zip(losses, values))
+                    status = "diverged"
+                    note = (f"diverged at step {bad_step} ({named}); "
+                            f"kept the last good checkpoint {checkpoint_file}")
+                    break
+            if log_now:
+                values = {k: v.item() for k, v in losses.items()}
+                rate = timer.rate(state.step)
+                log.scalars(state.step, {**values, "perf/steps_per_sec": rate,
+                                         "perf/lr": state.optimizers[phases[0].name]
+                                         .param_groups[0]["lr"]})
+                log.progress(state.step, values, rate)
+            if eval_now:
+                metrics = run_evaluation()
+            if ckpt_now:
+                keep = cfg.ckpt.keep_every and state.step % cfg.ckpt.keep_every == 0
+                save_checkpoint(run_dir / "checkpoints" / f"step_{state.step:07d}.pt"
+                                if keep else None)
+            if stop["signal"]:
+                status = "interrupted"
+                name = signal.Signals(stop["signal"]).name
+                note = f"stopped by {name} at step {state.step}; resume with resume={run_dir}"
+                break
+
+    loop_seconds = time.perf_counter() - loop_start
+    steps_done = state.step - start_step
+    summary = {
+        "status": status,
+        "steps": state.step,
+        "wall_seconds": round(time.time() - started, 3),
+        "steps_per_second": round(steps_done / max(loop_seconds, 1e-9), 3),
+        "metrics": metrics,
+        "model": cfg.model.name,
+        "dataset": cfg.dataset.name,
+        "seed": cfg.seed,
+        "device": str(parts.device),
+        "run_dir": str(run_dir),
+    }
+    if note:
+        summary["message"] = note
+        log.message(f"igm: {note}")
+    log.summary(summary)
+    log.close()
+    return summary
+
+
+def first_nonfinite(pending: list[torch.Tensor], first_step: int):
+    """The first step whose losses are not all finite, with those losses; else None."""
+    if not pending:
+        return None
+    history = torch.stack(pending)  # [steps, phases]
+    finite = torch.isfinite(history).all(dim=1)
+    if bool(finite.all()):
+        return None
+    index = int((~finite).nonzero()[0])
+    return first_step + index, history[index].tolist()
+
+
+def restore(state, cfg: DictConfig) -> None:
+    """Load ``cfg.resume`` into ``state``; refuse another model's checkpoint."""
+    checkpoint = load_checkpoint(cfg.resume)
+    saved_model = checkpoint["config"]["model"]["name"]
+    if saved_model != cfg.model.name:
+        raise IgmError(f"checkpoint '{cfg.resume}' is of model '{saved_model}', "
+                       f"not '{cfg.model.name}'")
+    try:
+        state.load_state_dict(checkpoint)
+    except (KeyError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise IgmError(f"checkpoint '{cfg.resume}' does not fit this configuration ({first})") \
+            from None
+    if state.step >= cfg.train.steps:
+        raise IgmError(f"checkpoint '{cfg.resume}' is already at step {state.step}; "
+                       f"ask for more with train.steps > {state.step}")
