@@ -243,6 +243,10 @@ def check_composed(overrides: list[str], parsed) -> None:
     finally:
         GlobalHydra.instance().clear()
     check_config(cfg)
+    if cfg.resume:
+        from igm_cli.trainer import load_resume
+
+        load_resume(cfg)
 
 
 def run_hydra_app(config_name: str, args: list[str], task) -> None:

@@ -76,8 +76,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     with stop_on_signals() as stop:
         while state.step < total:
             step = state.step
-            if cfg.train.lr_decay == "linear":
-                state.set_lr(1 - step / total)
+            state.set_lr(1 - step / total if cfg.train.lr_decay == "linear" else 1.0)
             losses = {}
             for phase in phases:
                 state.nets.requires_grad_(False)  # only this phase's networks get gradients
@@ -103,14 +102,15 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
             eval_now = state.step % cfg.eval.every == 0 or done
             ckpt_now = state.step % cfg.ckpt.every == 0 or done or stop["signal"]
             if log_now or eval_now or ckpt_now:
-                bad = first_nonfinite(pending, first_step=state.step - len(pending) + 1)
+                bad = first_nonfinite(pending, state.step - len(pending) + 1, losses)
                 pending.clear()
+                if bad is None and not state.params_finite():
+                    bad = state.step, "non-finite weights"
                 if bad is not None:
-                    bad_step, values = bad
-                    named = ", ".join(f"{k} = {v}" for k, v in zip(losses, values))
                     status = "diverged"
-                    note = (f"diverged at step {bad_step} ({named}); "
-                            f"kept the last good checkpoint {checkpoint_file}")
+                    kept = (f"kept the last good checkpoint {checkpoint_file}"
+                            if checkpoint_file.exists() else "no checkpoint had been saved yet")
+                    note = f"diverged at step {bad[0]} ({bad[1]}); {kept}"
                     break
             if log_now:
                 values = {k: v.item() for k, v in losses.items()}
@@ -153,8 +153,9 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     return summary
 
 
-def first_nonfinite(pending: list[torch.Tensor], first_step: int):
-    """The first step whose losses are not all finite, with those losses; else None."""
+def first_nonfinite(pending: list[torch.Tensor], first_step: int, names):
+    """(step, "loss/x = nan, ...") for the first step whose losses are not all finite; else
+    None. ``pending`` holds one [phases] tensor per step, checked in one sync."""
     if not pending:
         return None
     history = torch.stack(pending)  # [steps, phases]
@@ -162,22 +163,30 @@ def first_nonfinite(pending: list[torch.Tensor], first_step: int):
     if bool(finite.all()):
         return None
     index = int((~finite).nonzero()[0])
-    return first_step + index, history[index].tolist()
+    named = ", ".join(f"{k} = {v:g}" for k, v in zip(names, history[index].tolist()))
+    return first_step + index, named
 
 
-def restore(state, cfg: DictConfig) -> None:
-    """Load ``cfg.resume`` into ``state``; refuse another model's checkpoint."""
+def load_resume(cfg: DictConfig) -> dict:
+    """The checkpoint named by ``cfg.resume``, refused when it is another model's or already
+    at ``train.steps``."""
     checkpoint = load_checkpoint(cfg.resume)
     saved_model = checkpoint["config"]["model"]["name"]
     if saved_model != cfg.model.name:
         raise IgmError(f"checkpoint '{cfg.resume}' is of model '{saved_model}', "
                        f"not '{cfg.model.name}'")
+    if checkpoint["step"] >= cfg.train.steps:
+        raise IgmError(f"checkpoint '{cfg.resume}' is already at step {checkpoint['step']}; "
+                       f"ask for more with train.steps > {checkpoint['step']}")
+    return checkpoint
+
+
+def restore(state, cfg: DictConfig) -> None:
+    """Load ``cfg.resume`` into ``state``."""
+    checkpoint = load_resume(cfg)
     try:
         state.load_state_dict(checkpoint)
     except (KeyError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0][:200]
         raise IgmError(f"checkpoint '{cfg.resume}' does not fit this configuration ({first})") \
             from None
-    if state.step >= cfg.train.steps:
-        raise IgmError(f"checkpoint '{cfg.resume}' is already at step {state.step}; "
-                       f"ask for more with train.steps > {state.step}")

@@ -1,0 +1,35 @@
+"""Shared helpers: run the installed `igm` command in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Small, fast settings for CLI runs; each test adds what it checks.
+FAST = ["train.log_every=10", "train.print_every=10", "eval.n_samples=300"]
+
+
+def igm_command() -> list[str]:
+    script = Path(sys.executable).with_name("igm")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "igm_cli"]
+
+
+def run_igm(args, cwd: Path, timeout: float = 240, check: bool = False, **kwargs):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    result = subprocess.run([*igm_command(), *map(str, args)], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=timeout, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"igm {' '.join(map(str, args))} failed ({result.returncode}):\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def igm(tmp_path):
+    """``igm(*args)`` runs the CLI with ``tmp_path`` as working folder."""
+    return lambda *args, **kw: run_igm(args, tmp_path, **kw)

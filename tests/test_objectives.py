@@ -1,0 +1,76 @@
+"""GAN losses on hand-made networks, against values computed by hand."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from igm_cli.objectives.gan import MinimaxGAN, NonSaturatingGAN
+
+
+def linear_nets(w=(1.0, -2.0)):
+    """critic v(x) = w·x, generator G(z) = z."""
+    critic = nn.Linear(2, 1, bias=False)
+    critic.weight.data = torch.tensor([w])
+    return nn.ModuleDict({"critic": nn.Sequential(critic, nn.Flatten(0)),
+                          "generator": nn.Identity()})
+
+
+REAL = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # v = 1, -2
+FAKE = torch.tensor([[2.0, 1.0], [0.0, 0.0]])  # v = 0, 0
+
+
+def sigmoid(v):
+    return 1 / (1 + math.exp(-v))
+
+
+def test_critic_loss_is_binary_cross_entropy():
+    loss = NonSaturatingGAN().critic_loss(linear_nets(), REAL.clone(), FAKE)
+    # -E_p log D(x) - E_q log(1 - D(G(z)))
+    expected = (-(math.log(sigmoid(1)) + math.log(sigmoid(-2))) / 2
+                - (math.log(1 - sigmoid(0)) + math.log(1 - sigmoid(0))) / 2)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_r1_penalty_of_a_linear_critic():
+    """∇_x (w·x) = w, so the penalty adds γ/2 ||w||² = 5 γ/2."""
+    nets, gamma = linear_nets(), 0.4
+    plain = NonSaturatingGAN().critic_loss(nets, REAL.clone(), FAKE)
+    penalised = NonSaturatingGAN(r1_gamma=gamma).critic_loss(nets, REAL.clone(), FAKE)
+    assert (penalised - plain).item() == pytest.approx(gamma / 2 * 5, rel=1e-6)
+
+
+def test_generator_losses():
+    nets = linear_nets()
+    z = torch.tensor([[1.0, 0.0], [0.0, -1.0]])  # v = 1, 2
+    ns = NonSaturatingGAN().generator_loss(nets, REAL, z)
+    minimax = MinimaxGAN().generator_loss(nets, REAL, z)
+    assert ns.item() == pytest.approx(-(math.log(sigmoid(1)) + math.log(sigmoid(2))) / 2)
+    assert minimax.item() == pytest.approx(
+        (math.log(1 - sigmoid(1)) + math.log(1 - sigmoid(2))) / 2)
+
+
+def test_losses_are_stable_for_extreme_logits():
+    nets = linear_nets(w=(1000.0, 0.0))
+    z = torch.tensor([[-1.0, 0.0]])  # v = -1000: D(G(z)) ~ e^-1000
+    assert NonSaturatingGAN().generator_loss(nets, REAL, z).item() == pytest.approx(1000)
+    assert MinimaxGAN().generator_loss(nets, REAL, z).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_minimax_gradient_saturates_where_non_saturating_does_not():
+    """The lecture's point: when D confidently rejects G(z), log(1 - D) has a vanishing
+    gradient, while -log D keeps a strong one."""
+    nets = linear_nets(w=(10.0, 0.0))
+    grads = {}
+    for name, objective in {"ns": NonSaturatingGAN(), "mm": MinimaxGAN()}.items():
+        z = torch.tensor([[-1.0, 0.0]], requires_grad=True)
+        objective.generator_loss(nets, REAL, z).backward()
+        grads[name] = z.grad.norm().item()
+    assert grads["ns"] > 9 and grads["mm"] < 1e-3
+
+
+def test_phases_train_the_right_networks():
+    phases = NonSaturatingGAN(n_critic=3).phases()
+    assert [(p.name, p.trains, p.repeats) for p in phases] == [
+        ("critic", ("critic",), 3), ("generator", ("generator",), 1)]

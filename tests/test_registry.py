@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+
+from igm_cli.build import registries
+from igm_cli.cli import config_dir
+from igm_cli.errors import IgmError
+from igm_cli.registry import MODELS, Registry
+
+
+def test_registry_get_and_describe():
+    reg = Registry("widget")
+
+    @reg.register("round", "a round widget")
+    def round_widget():
+        return "round"
+
+    @reg.register("square")
+    class Square:
+        """A square widget.
+
+        More text that is not part of the description."""
+
+    assert reg.get("round")() == "round"
+    assert reg.get("square") is Square
+    assert list(reg.describe()) == [("round", "a round widget"), ("square", "A square widget.")]
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("round")(round_widget)
+
+
+def test_unknown_name_lists_choices():
+    with pytest.raises(IgmError) as err:
+        MODELS.get("wgann")
+    message = str(err.value)
+    assert "'wgann'" in message and "gan, gan_minimax" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("group", ["model", "dataset", "arch"])
+def test_config_groups_match_registries(group):
+    """Each shipped config file names a registered builder, and every builder has a config."""
+    files = sorted(Path(config_dir(), group).glob("*.yaml"))
+    names = [f.stem for f in files]
+    assert names == registries()[group].names()
+    for f in files:
+        assert f"name: {f.stem}\n" in f.read_text()
+
+
+def test_igm_list(igm):
+    result = igm("list", check=True)
+    for kind, registry in registries().items():
+        assert f"{kind}s:" in result.stdout
+        for name, description in registry.describe():
+            assert description, f"{kind} {name} has no description"
+            assert name in result.stdout and description in result.stdout
+
+
+def test_version_and_help(igm):
+    from igm_cli import __version__
+
+    assert igm("--version", check=True).stdout.strip() == f"igm {__version__}"
+    assert "train" in igm("--help", check=True).stdout
+    helptext = igm("train", "--help", check=True).stdout
+    for group in ("model", "dataset", "arch"):
+        assert f"{group}:" in helptext
+    assert "gan_minimax" in helptext and "ring8" in helptext
