@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-import igm_cli.objectives  # noqa: F401  (registers the models)
 import igm_cli.nets  # noqa: F401  (registers the archs)
+import igm_cli.objectives  # noqa: F401  (registers the models)
 from igm_cli.data import ToyDistribution, build_dataset
 from igm_cli.errors import IgmError
 from igm_cli.objectives import Objective
@@ -40,7 +40,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise IgmError(f"device '{name}' requested but no CUDA GPU is available; use device=cpu")
+            raise IgmError(f"device '{name}' requested but no CUDA GPU is available; "
+                           "choose from: auto, cpu")
         return torch.device(name)
     raise IgmError(f"unknown device '{name}'; choose from: auto, cpu, cuda")
 

@@ -66,7 +66,8 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
                                        parts.device)
         figure = None
         if cfg.eval.plot and dataset.dim <= 2:
-            figure = samples_figure(real, fake, state.nets.critic if "critic" in state.nets else None)
+            critic = state.nets["critic"] if "critic" in state.nets else None
+            figure = samples_figure(real, fake, critic)
         log.evaluation(state.step, metrics, figure)
         return metrics
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from igm_cli.data.toy import gaussian_mixture_1d, grid25, load_points, npy, ring8, SwissRoll
+from igm_cli.data.toy import SwissRoll, gaussian_mixture_1d, grid25, load_points, npy, ring8
 from igm_cli.errors import IgmError
 
 N = 20000

@@ -7,7 +7,6 @@ import subprocess
 import time
 
 import torch
-
 from conftest import FAST, igm_command
 
 

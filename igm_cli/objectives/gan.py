@@ -13,7 +13,6 @@ from torch import Tensor, nn
 from igm_cli.objectives.base import Objective, r1_penalty
 from igm_cli.registry import MODELS
 
-
 # ----------------------------------------------------------------------------
 # Goodfellow et al. 2014, non-saturating generator loss (§3, "maximise log D(G(z))").
 
