@@ -13,7 +13,6 @@ from pathlib import Path
 from igm_cli import __version__
 from igm_cli.errors import IgmError
 
-GROUPS = ("model", "dataset", "arch")
 EXIT_USAGE, EXIT_DIVERGED = 2, 3
 
 USAGE = f"""usage: igm VERB [ARGS]
@@ -22,6 +21,7 @@ igm {__version__}: train, compare and understand implicit generative models.
 
 verbs:
   train    train a model (Hydra app; `igm train --help` lists the config groups)
+  estimate estimate a divergence between two known distributions by training a critic
   sample   write generated points from a run: igm sample run=DIR n=N out=FILE.npy [seed=S]
   list     list every registered model, dataset and arch
 
@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"igm {__version__}")
         return 0
     verb, args = argv[0], argv[1:]
-    commands = {"train": train_command, "sample": sample_command, "list": list_command}
+    commands = {"train": train_command, "estimate": estimate_command, "sample": sample_command,
+                "list": list_command}
     if verb not in commands:
         return fail(f"unknown command '{verb}'; choose from: {', '.join(commands)}")
     try:
@@ -135,16 +136,24 @@ STATUSES: list[str] = []  # one per finished job of this process (multirun runs 
 
 
 def train_command(args: list[str]) -> int:
+    return hydra_command("train", args, _train_task)
+
+
+def estimate_command(args: list[str]) -> int:
+    return hydra_command("estimate", args, _estimate_task)
+
+
+def hydra_command(verb: str, args: list[str], task) -> int:
     from hydra._internal.utils import get_args_parser
 
     try:
         parsed = get_args_parser().parse_args(args)
     except SystemExit as exc:  # argparse already printed its one-line usage error
         return int(exc.code or 0)
-    overrides = prepare_overrides(parsed.overrides, parsed)
+    overrides = prepare_overrides(verb, parsed.overrides, parsed)
     hydra_args = [a for a in args if a not in parsed.overrides] + overrides
     STATUSES.clear()
-    run_hydra_app("train", hydra_args, _train_task)
+    run_hydra_app(verb, hydra_args, task)
     if "failed" in STATUSES:
         return EXIT_USAGE
     if "diverged" in STATUSES:
@@ -152,7 +161,7 @@ def train_command(args: list[str]) -> int:
     return 130 if "interrupted" in STATUSES else 0
 
 
-def prepare_overrides(overrides: list[str], parsed) -> list[str]:
+def prepare_overrides(verb: str, overrides: list[str], parsed) -> list[str]:
     """Check names and paths before Hydra makes a run folder; on resume, replay the run's
     own overrides first so that the resumed config is the original one plus what is new."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -164,9 +173,10 @@ def prepare_overrides(overrides: list[str], parsed) -> list[str]:
     except HydraException as exc:
         raise IgmError(str(exc).strip().splitlines()[0]) from None
     extra_dirs = [Path(parsed.config_dir)] if parsed.config_dir else []
+    groups = {folder.name for folder in config_dir().iterdir() if folder.is_dir()}
     for override in parsed_overrides:
         key = override.key_or_group.lstrip("+~")
-        if key in GROUPS and not override.is_delete():
+        if key in groups and not override.is_delete():
             names = (list(override.sweep_string_iterator()) if override.is_sweep_override()
                      else [override.get_value_element_as_str()])
             choices = group_options(key, extra_dirs)
@@ -182,7 +192,7 @@ def prepare_overrides(overrides: list[str], parsed) -> list[str]:
     is_plain_run = not (parsed.multirun or parsed.help or parsed.hydra_help or parsed.cfg
                         or parsed.info or parsed.shell_completion)
     if is_plain_run:
-        check_composed(absolute, parsed)
+        check_composed(verb, absolute, parsed)
     return absolute
 
 
@@ -225,23 +235,28 @@ def resume_overrides(resume, parsed_overrides, overrides: list[str]) -> list[str
     return saved + replaced
 
 
-def check_composed(overrides: list[str], parsed) -> None:
+def check_composed(verb: str, overrides: list[str], parsed) -> None:
     """Compose the config as Hydra will and run every check that needs no training."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from igm_cli.build import check_config
-
     job_overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
     try:
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
-            cfg = compose(parsed.config_name or "train", overrides=job_overrides)
+            cfg = compose(parsed.config_name or verb, overrides=job_overrides)
     except (HydraException, OmegaConfBaseException) as exc:
         raise IgmError(" ".join(str(exc).split())[:300]) from None
     finally:
         GlobalHydra.instance().clear()
+    if verb == "estimate":
+        from igm_cli.estimate import check_estimate_config
+
+        check_estimate_config(cfg)
+        return
+    from igm_cli.build import check_config
+
     check_config(cfg)
     if cfg.resume:
         from igm_cli.trainer import load_resume
@@ -282,3 +297,16 @@ def _train_task(cfg) -> float | None:
     if summary["status"] == "interrupted":
         raise SystemExit(130 if "SIGINT" in summary.get("message", "") else 143)
     return summary["metrics"].get(cfg.eval.sweep_metric)
+
+
+def _estimate_task(cfg) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from igm_cli.estimate import estimate
+
+    try:
+        summary = estimate(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except IgmError as exc:
+        raise SystemExit(fail(str(exc))) from None
+    STATUSES.append(summary["status"])
+    return summary["estimate"]
