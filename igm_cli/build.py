@@ -6,6 +6,7 @@ list of choices.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -46,9 +47,13 @@ def resolve_device(name: str) -> torch.device:
     raise IgmError(f"unknown device '{name}'; choose from: auto, cpu, cuda")
 
 
-def build_objective(model_cfg: DictConfig) -> Objective:
+def build_objective(cfg: DictConfig) -> Objective:
+    """The model's objective; models that minimise an f-divergence get the `divergence` group."""
+    model_cfg = cfg.model
     params = {k: v for k, v in OmegaConf.to_container(model_cfg).items() if k not in OPTIMISER_KEYS}
     builder = MODELS.get(model_cfg.name)
+    if "divergence" in inspect.signature(builder).parameters and "divergence" in cfg:
+        params["divergence"] = cfg.divergence.name
     try:
         return builder(**params)
     except TypeError as exc:
@@ -74,21 +79,23 @@ def make_optimizer(kind: str, params, lr: float, betas) -> torch.optim.Optimizer
 
 def registries() -> dict:
     """Every registry a config group refers to, for `igm list`."""
-    from igm_cli.registry import DATASETS
+    import igm_cli.divergences  # noqa: F401  (registers the divergences)
+    from igm_cli.registry import DATASETS, DIVERGENCES
 
-    return {"model": MODELS, "dataset": DATASETS, "arch": ARCHS}
+    return {"model": MODELS, "dataset": DATASETS, "arch": ARCHS, "divergence": DIVERGENCES}
 
 
 def check_config(cfg: DictConfig) -> None:
     """Every check that needs no training; each failure is a one-line IgmError."""
-    for key in ("train.steps", "train.batch_size", "eval.every", "eval.n_samples", "ckpt.every"):
+    for key in ("train.steps", "train.batch_size", "train.threads", "eval.every", "eval.n_samples",
+                "ckpt.every"):
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise IgmError(f"{key} must be an integer >= 1, got {value!r}")
     if cfg.train.lr_decay not in ("linear", "none"):
         raise IgmError(f"unknown train.lr_decay '{cfg.train.lr_decay}'; choose from: linear, none")
     resolve_device(cfg.device)
-    build_objective(cfg.model)
+    build_objective(cfg)
     build_arch(cfg.arch)
     build_dataset(cfg.dataset, "cpu")
 
@@ -96,8 +103,10 @@ def check_config(cfg: DictConfig) -> None:
 def build(cfg: DictConfig) -> Parts:
     check_config(cfg)
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.train.threads)
     dataset = build_dataset(cfg.dataset, device)
-    objective = build_objective(cfg.model)
+    objective = build_objective(cfg)
     arch = build_arch(cfg.arch)
     torch.manual_seed(cfg.seed)  # network initialisation
     nets = torch.nn.ModuleDict(

@@ -16,7 +16,7 @@ def load_sampler(run: str, device_name: str = "cpu"):
     cfg = OmegaConf.create(checkpoint["config"])
     device = resolve_device(device_name)
     arch = build_arch(cfg.arch)
-    build_objective(cfg.model)  # the model must still be registered
+    build_objective(cfg)  # the model must still be registered
     generator = arch.build("generator", tuple(checkpoint["data_shape"]))
     if checkpoint.get("ema") is not None:
         generator.load_state_dict(checkpoint["ema"])

@@ -36,7 +36,7 @@ def test_unknown_name_lists_choices():
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("group", ["model", "dataset", "arch"])
+@pytest.mark.parametrize("group", ["model", "dataset", "arch", "divergence"])
 def test_config_groups_match_registries(group):
     """Each shipped config file names a registered builder, and every builder has a config."""
     files = sorted(Path(config_dir(), group).glob("*.yaml"))

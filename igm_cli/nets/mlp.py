@@ -75,3 +75,33 @@ class MLPArch:
         if role == "code_critic":
             return nn.Sequential(net, nn.Flatten(0))
         return nn.Sequential(nn.Flatten(), net)
+
+
+class Affine(nn.Module):
+    """x = μ + σ ⊙ z with learnable μ and log σ (z has the data's dimension)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.mu = nn.Parameter(torch.zeros(dim))
+        self.log_sigma = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.mu + self.log_sigma.exp() * z
+
+
+@ARCHS.register("gaussian_affine", "generator μ + σz (a Gaussian model); MLP critics")
+class GaussianAffineArch(MLPArch):
+    """The f-GAN paper's mixture experiment: Q is a single Gaussian N(μ, σ²). The noise has
+    the data's dimension (``z_dim`` must equal it); critics are MLPs as in ``mlp``."""
+
+    def __init__(self, z_dim: int = 1, hidden: int = 64, depth: int = 2,
+                 activation: str = "tanh", spectral_norm: bool = False):
+        super().__init__(z_dim, hidden, depth, activation, spectral_norm)
+
+    def build(self, role: str, data_shape: tuple[int, ...]) -> nn.Module:
+        if role != "generator":
+            return super().build(role, data_shape)
+        if data_shape != (self.z_dim,):
+            raise IgmError(f"arch=gaussian_affine needs arch.z_dim equal to the data dimension "
+                           f"{math.prod(data_shape)}, got {self.z_dim}")
+        return Affine(self.z_dim)
