@@ -41,7 +41,8 @@ class Reshape(nn.Module):
 @ARCHS.register("mlp", "fully connected generator and critic (LeakyReLU, optional spectral norm)")
 class MLPArch:
     """Builds each role's network. Roles: generator z -> x, critic x -> R, encoder x -> z,
-    code_critic z -> R. Spectral norm (``spectral_norm=true``) applies to critics only."""
+    code_critic z -> R, feature_critic x -> R^features (MMD-GAN's learned kernel features).
+    Spectral norm (``spectral_norm=true``) applies to critics only."""
 
     def __init__(
         self,
@@ -50,6 +51,7 @@ class MLPArch:
         depth: int = 3,
         activation: str = "leaky_relu",
         spectral_norm: bool = False,
+        features: int = 16,
     ):
         if activation not in ACTIVATIONS:
             raise IgmError(
@@ -57,6 +59,7 @@ class MLPArch:
             )
         self.z_dim, self.hidden, self.depth = z_dim, hidden, depth
         self.activation, self.spectral_norm = activation, spectral_norm
+        self.features = features  # output width of the feature_critic role
 
     def build(self, role: str, data_shape: tuple[int, ...]) -> nn.Module:
         data_dim = math.prod(data_shape)
@@ -65,6 +68,7 @@ class MLPArch:
             "critic": (data_dim, 1),
             "encoder": (data_dim, self.z_dim),
             "code_critic": (self.z_dim, 1),
+            "feature_critic": (data_dim, self.features),
         }[role]
         net = mlp(in_dim, out_dim, self.hidden, self.depth, self.activation,
                   self.spectral_norm and role.endswith("critic"))

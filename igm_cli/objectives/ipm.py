@@ -1,0 +1,75 @@
+"""Integral probability metrics with a Lipschitz critic: the Wasserstein GANs.
+
+d_F(P, Q) = sup_{f in F} E_p[f] - E_q[f]; with F the 1-Lipschitz functions this is W1
+(Kantorovich-Rubinstein). The critic f outputs a real number (no sigmoid) and climbs the bound;
+the generator descends it. The two papers differ only in how they keep f (roughly) Lipschitz:
+clipping every weight (WGAN) or penalising gradient norms away from 1 (WGAN-GP).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from igm_cli.objectives.base import Objective, Phase
+from igm_cli.registry import MODELS
+
+
+def interpolate(real: Tensor, fake: Tensor) -> Tensor:
+    """x̂ = εx + (1-ε)x̃ with one ε ~ U[0, 1] per sample (broadcast over the non-batch dims)."""
+    eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device)
+    return eps * real + (1 - eps) * fake
+
+
+def gradient_norms(outputs: Tensor, inputs: Tensor) -> Tensor:
+    """||∇_x outputs_b||₂ per sample [B], over all non-batch dims; differentiable (for penalties).
+    ``outputs`` [B] must depend on row b of ``inputs`` only."""
+    (grad,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=True)
+    return grad.flatten(1).norm(dim=1)
+
+
+class _WassersteinCritic(Objective):
+    """The critic and generator losses both WGANs share."""
+
+    def critic_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
+        with torch.no_grad():
+            fake = nets.generator(z)
+        return nets.critic(fake).mean() - nets.critic(real).mean()  # -(E_p f - E_q f)
+
+    def generator_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
+        return -nets.critic(nets.generator(z)).mean()  # min_θ E_p f - E_q f; E_p f is constant
+
+
+# ----------------------------------------------------------------------------
+# Arjovsky, Chintala, Bottou 2017, "Wasserstein GAN", Algorithm 1 (clip c = 0.01, n_critic = 5).
+
+@MODELS.register("wgan", "Wasserstein GAN, critic weights clipped to [-c, c]")
+class WGAN(_WassersteinCritic):
+    def __init__(self, clip: float = 0.01, n_critic: int = 5):
+        self.clip = clip
+        self.n_critic = n_critic
+
+    @torch.no_grad()
+    def after_step(self, phase: Phase, nets: nn.ModuleDict) -> None:
+        if "critic" in phase.trains:
+            for p in nets.critic.parameters():  # w <- clip(w, -c, c), biases included
+                p.clamp_(-self.clip, self.clip)
+
+
+# ----------------------------------------------------------------------------
+# Gulrajani et al. 2017, "Improved Training of Wasserstein GANs", Algorithm 1
+# (λ = 10, n_critic = 5).
+
+@MODELS.register("wgan_gp", "Wasserstein GAN with gradient penalty λ E(||∇f(x̂)|| - 1)²")
+class WGANGP(_WassersteinCritic):
+    def __init__(self, gp_lambda: float = 10.0, n_critic: int = 5):
+        self.gp_lambda = gp_lambda
+        self.n_critic = n_critic
+
+    def critic_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
+        with torch.no_grad():
+            fake = nets.generator(z)
+        x_hat = interpolate(real, fake).requires_grad_(True)
+        norms = gradient_norms(nets.critic(x_hat), x_hat)  # [B]
+        penalty = self.gp_lambda * (norms - 1).pow(2).mean()  # λ E_x̂ (||∇f(x̂)||₂ - 1)²
+        return nets.critic(fake).mean() - nets.critic(real).mean() + penalty
