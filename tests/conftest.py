@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from torch import nn
 
 # Small, fast settings for CLI runs; each test adds what it checks.
 FAST = ["train.log_every=10", "train.print_every=10", "eval.n_samples=300"]
@@ -33,3 +34,14 @@ def run_igm(args, cwd: Path, timeout: float = 240, check: bool = False, **kwargs
 def igm(tmp_path):
     """``igm(*args)`` runs the CLI with ``tmp_path`` as working folder."""
     return lambda *args, **kw: run_igm(args, tmp_path, **kw)
+
+
+class Fixed(nn.Module):
+    """A network given as a function, for losses on hand-made critics."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import Fixed
 from hydra import compose, initialize_config_dir
 from torch import nn
 
@@ -12,17 +13,6 @@ from igm_cli.exact import Gaussian, exact_value
 from igm_cli.objectives.fgan import FGAN, FGANRatio
 from igm_cli.registry import DIVERGENCES
 from igm_cli.trainer import train
-
-
-class Fixed(nn.Module):
-    """A critic given as a function."""
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
 
 
 def nets_with(critic_fn):

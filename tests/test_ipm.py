@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from conftest import Fixed
 from hydra import compose, initialize_config_dir
 from torch import nn
 
@@ -16,17 +17,6 @@ from igm_cli.objectives.ipm import WGAN, WGANGP
 from igm_cli.objectives.mmd import GMMN, MMDGAN
 from igm_cli.objectives.ratio import RatioMatching
 from igm_cli.trainer import train
-
-
-class Fixed(nn.Module):
-    """A network given as a function."""
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
 
 
 def nets_with(**roles):
