@@ -18,6 +18,7 @@ in dom f* (outside it the values are meaningless: nan or wrong), `activation` ta
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
@@ -68,7 +69,7 @@ def lambertw(x: Tensor) -> Tensor:
     return lambertw_exp(torch.log(x))
 
 
-class Divergence:
+class Divergence(ABC):
     """One f-divergence D_f(P||Q) = E_q[f(p/q)], P = data, Q = model (see module docstring).
 
     Attributes: `name`, `description` (one line), `threshold` = f'(1) (the value of T* where
@@ -83,21 +84,21 @@ class Divergence:
     domain: tuple[float, float]
     reverse: str
 
+    @abstractmethod
     def f(self, u: Tensor) -> Tensor:
         """Generator f(u), u > 0."""
-        raise NotImplementedError
 
+    @abstractmethod
     def f_prime(self, u: Tensor) -> Tensor:
         """Derivative f'(u), u > 0: the optimal critic T*(x) = f'(p(x)/q(x))."""
-        raise NotImplementedError
 
+    @abstractmethod
     def f_star(self, t: Tensor) -> Tensor:
         """Convex conjugate f*(t) = sup_u (u t - f(u)) for t in dom f*."""
-        raise NotImplementedError
 
+    @abstractmethod
     def activation(self, v: Tensor) -> Tensor:
         """Output activation g_f: R -> dom f* (f-GAN Table 2)."""
-        raise NotImplementedError
 
     def f_star_of_activation(self, v: Tensor) -> Tensor:
         """f*(g_f(v)) for any real v, in a form that stays finite where the composition would

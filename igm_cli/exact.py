@@ -10,6 +10,7 @@ P = data, Q = model; `jensen_shannon` is 2 JSD, `gan` is 2 JSD - log 4.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,12 +45,12 @@ def _component(loc, scale, what: str) -> tuple[list[float], list[float]]:
     return loc, scale
 
 
-class _DiagonalMixture:
+class _DiagonalMixture(ABC):
     """Densities and samples of a mixture of diagonal Gaussians given by `_params()`."""
 
+    @abstractmethod
     def _params(self) -> tuple[list[float], list[list[float]], list[list[float]]]:
         """(weights [k], locs [k][dim], scales [k][dim])."""
-        raise NotImplementedError
 
     @property
     def dim(self) -> int:

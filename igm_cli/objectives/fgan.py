@@ -11,6 +11,8 @@ The divergence comes from the `divergence` config group (igm_cli/divergences.py)
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import Tensor, nn
 
@@ -23,7 +25,7 @@ GENERATOR_LOSSES = ("alternative", "saddle")
 LOG_RATIO_LIMIT = 30.0  # |log r| <= 30 keeps e^v and f(e^v) finite in float32
 
 
-class _FenchelDual(Objective):
+class _FenchelDual(Objective, ABC):
     """Shared by both parametrisations: ``terms(v)`` gives (T, f*(T)) from the critic output."""
 
     def __init__(self, divergence: str | Divergence = "jensen_shannon",
@@ -36,8 +38,9 @@ class _FenchelDual(Objective):
         self.n_critic = n_critic
         self.r1_gamma = r1_gamma  # zero-centred gradient penalty on real data; 0 = off
 
+    @abstractmethod
     def terms(self, v: Tensor) -> tuple[Tensor, Tensor]:  # (T, f*(T)), each [B]
-        raise NotImplementedError
+        ...
 
     def critic_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
         with torch.no_grad():
