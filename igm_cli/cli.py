@@ -82,8 +82,6 @@ def list_command(args: list[str]) -> int:
 def parse_keyvalues(args: list[str], allowed: dict[str, object], verb: str) -> dict:
     values = dict(allowed)
     for arg in args:
-        if arg in ("-h", "--help"):
-            raise SystemExit(print(sample_usage()) or 0)
         key, sep, value = arg.partition("=")
         if not sep or key not in allowed:
             raise IgmError(f"igm {verb}: unknown argument '{arg}'; "
@@ -113,6 +111,9 @@ def sample_command(args: list[str]) -> int:
 
     from igm_cli.sampling import load_sampler
 
+    if "-h" in args or "--help" in args:
+        print(sample_usage())
+        return 0
     opts = parse_keyvalues(args, {"run": None, "n": 1000, "out": None, "seed": 0,
                                   "device": "cpu"}, "sample")
     if opts["run"] is None or opts["out"] is None:
