@@ -85,15 +85,39 @@ def registries() -> dict:
     return {"model": MODELS, "dataset": DATASETS, "arch": ARCHS, "divergence": DIVERGENCES}
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Every check that needs no training; each failure is a one-line IgmError."""
-    for key in ("train.steps", "train.batch_size", "train.threads", "eval.every", "eval.n_samples",
-                "ckpt.every"):
+LR_DECAYS = ("linear", "none")
+
+
+def check_positive_ints(cfg: DictConfig, keys) -> None:
+    for key in keys:
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise IgmError(f"{key} must be an integer >= 1, got {value!r}")
-    if cfg.train.lr_decay not in ("linear", "none"):
-        raise IgmError(f"unknown train.lr_decay '{cfg.train.lr_decay}'; choose from: linear, none")
+
+
+def check_lr_decay(name: str) -> None:
+    if name not in LR_DECAYS:
+        raise IgmError(f"unknown train.lr_decay '{name}'; choose from: {', '.join(LR_DECAYS)}")
+
+
+def lr_factor(decay: str, step: int, total: int) -> float:
+    """Multiplier of the base learning rate at ``step``: linear to 0 at ``total``, or 1."""
+    return 1 - step / total if decay == "linear" else 1.0
+
+
+def setup_device(name: str, threads: int) -> torch.device:
+    """The device to run on; on the CPU, also the number of intra-op threads."""
+    device = resolve_device(name)
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+    return device
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every check that needs no training; each failure is a one-line IgmError."""
+    check_positive_ints(cfg, ("train.steps", "train.batch_size", "train.threads", "eval.every",
+                              "eval.n_samples", "ckpt.every"))
+    check_lr_decay(cfg.train.lr_decay)
     resolve_device(cfg.device)
     build_objective(cfg)
     build_arch(cfg.arch)
@@ -102,9 +126,7 @@ def check_config(cfg: DictConfig) -> None:
 
 def build(cfg: DictConfig) -> Parts:
     check_config(cfg)
-    device = resolve_device(cfg.device)
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.train.threads)
+    device = setup_device(cfg.device, cfg.train.threads)
     dataset = build_dataset(cfg.dataset, device)
     objective = build_objective(cfg)
     arch = build_arch(cfg.arch)

@@ -20,14 +20,20 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from igm_cli.build import build_arch, resolve_device
+from igm_cli.build import (
+    build_arch,
+    check_lr_decay,
+    check_positive_ints,
+    lr_factor,
+    resolve_device,
+    setup_device,
+)
 from igm_cli.divergences import LOG2, Divergence, get_divergence
 from igm_cli.errors import IgmError
 from igm_cli.exact import Gaussian, GaussianMixture, exact_value
 from igm_cli.runlog import is_main_process, write_json_atomic
 
 METHODS = ("variational",)
-LR_DECAYS = ("linear", "none")
 EXACT_MC_SAMPLES = 1_000_000  # Monte Carlo exact values (nD, no closed form): error ~1e-3
 EVAL_CHUNK = 65536
 
@@ -106,17 +112,12 @@ def check_estimate_config(cfg: DictConfig) -> None:
     get_divergence(cfg.divergence.name)
     if cfg.method not in METHODS:
         raise IgmError(f"unknown method '{cfg.method}'; choose from: {', '.join(METHODS)}")
-    for key in ("train.steps", "train.batch_size", "train.log_every", "train.threads",
-                "eval.n_samples"):
-        value = OmegaConf.select(cfg, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise IgmError(f"{key} must be an integer >= 1, got {value!r}")
+    check_positive_ints(cfg, ("train.steps", "train.batch_size", "train.log_every",
+                              "train.threads", "eval.n_samples"))
     lr = cfg.train.lr
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
         raise IgmError(f"train.lr must be a positive number, got {lr!r}")
-    if cfg.train.lr_decay not in LR_DECAYS:
-        raise IgmError(f"unknown train.lr_decay '{cfg.train.lr_decay}'; "
-                       f"choose from: {', '.join(LR_DECAYS)}")
+    check_lr_decay(cfg.train.lr_decay)
     build_arch(cfg.arch)
     resolve_device(cfg.device)
     build_pair(cfg)
@@ -161,9 +162,7 @@ def estimate(cfg: DictConfig, run_dir: Path) -> dict:
     started = time.time()
     div = get_divergence(cfg.divergence.name)
     p, q = build_pair(cfg)
-    device = resolve_device(cfg.device)
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.train.threads)
+    device = setup_device(cfg.device, cfg.train.threads)
     exact, exact_method = exact_for(div.name, p, q)
     finite = math.isfinite(exact)
     print(f"estimating {div.name}(P||Q), P = {cfg.p.name}, Q = {cfg.q.name}, dimension {p.dim}: "
@@ -239,8 +238,8 @@ def train_critic(critic, div: Divergence, p, q, train: DictConfig, rng: torch.Ge
     """Adam on the bound over fresh batches; returns (last step, "completed" | "diverged")."""
     steps = train.steps
     optimizer = torch.optim.Adam(critic.parameters(), lr=train.lr)
-    decay = (lambda s: 1 - s / steps) if train.lr_decay == "linear" else (lambda s: 1.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(train.lr_decay, s, steps))
     for step in range(1, steps + 1):
         # f-GAN bound (methods.md §2): E_p[g_f(v)] - E_q[f*(g_f(v))], maximised
         bound = (div.activation(critic(p.sample(train.batch_size, rng))).mean()

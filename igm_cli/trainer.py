@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from igm_cli import __version__
-from igm_cli.build import build
+from igm_cli.build import build, lr_factor
 from igm_cli.checkpoint import FORMAT, load_checkpoint, save_atomic
 from igm_cli.errors import IgmError
 from igm_cli.evaluate import evaluate
@@ -77,7 +77,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     with stop_on_signals() as stop:
         while state.step < total:
             step = state.step
-            state.set_lr(1 - step / total if cfg.train.lr_decay == "linear" else 1.0)
+            state.set_lr(lr_factor(cfg.train.lr_decay, step, total))
             losses = {}
             for phase in phases:
                 state.nets.requires_grad_(False)  # only this phase's networks get gradients

@@ -47,8 +47,19 @@ class Objective:
         """Called after each optimiser step (e.g. WGAN's weight clipping)."""
 
 
+def input_gradients(outputs: Tensor, inputs: Tensor) -> Tensor:
+    """∇_x of each sample's output, flattened to [B, D]; differentiable (for penalties).
+    ``outputs`` [B] must depend on row b of ``inputs`` only, and ``inputs`` require grad."""
+    (grad,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=True)
+    return grad.flatten(1)
+
+
+def gradient_norms(outputs: Tensor, inputs: Tensor) -> Tensor:
+    """||∇_x outputs_b||₂ per sample [B], over all non-batch dims."""
+    return input_gradients(outputs, inputs).norm(dim=1)
+
+
 def r1_penalty(critic_out: Tensor, inputs: Tensor, gamma: float) -> Tensor:
     """Zero-centred gradient penalty on real data (Mescheder et al. 2018):
     γ/2 · E_p ||∇_x v(x)||²; ``inputs`` must have been given ``requires_grad``."""
-    (grad,) = torch.autograd.grad(critic_out.sum(), inputs, create_graph=True)
-    return gamma / 2 * grad.flatten(1).pow(2).sum(1).mean()
+    return gamma / 2 * input_gradients(critic_out, inputs).pow(2).sum(1).mean()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from igm_cli.objectives.base import Objective, Phase
+from igm_cli.objectives.base import Objective, Phase, gradient_norms
 from igm_cli.registry import MODELS
 
 
@@ -19,13 +19,6 @@ def interpolate(real: Tensor, fake: Tensor) -> Tensor:
     """x̂ = εx + (1-ε)x̃ with one ε ~ U[0, 1] per sample (broadcast over the non-batch dims)."""
     eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device)
     return eps * real + (1 - eps) * fake
-
-
-def gradient_norms(outputs: Tensor, inputs: Tensor) -> Tensor:
-    """||∇_x outputs_b||₂ per sample [B], over all non-batch dims; differentiable (for penalties).
-    ``outputs`` [B] must depend on row b of ``inputs`` only."""
-    (grad,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=True)
-    return grad.flatten(1).norm(dim=1)
 
 
 class _WassersteinCritic(Objective):

@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from igm_cli.errors import IgmError
 from igm_cli.kernels import make_kernel, mmd2_biased, mmd2_unbiased
-from igm_cli.objectives.base import Objective, Phase
-from igm_cli.objectives.ipm import gradient_norms, interpolate
+from igm_cli.objectives.base import Objective, Phase, gradient_norms
+from igm_cli.objectives.ipm import interpolate
 from igm_cli.registry import MODELS
 
 ESTIMATORS = {"biased": mmd2_biased, "unbiased": mmd2_unbiased}
