@@ -17,7 +17,7 @@ import igm_cli.objectives  # noqa: F401  (registers the models)
 from igm_cli.data import ToyDistribution, build_dataset
 from igm_cli.errors import IgmError
 from igm_cli.objectives import Objective
-from igm_cli.registry import ARCHS, MODELS
+from igm_cli.registry import ARCHS, DIVERGENCES, MODELS
 from igm_cli.state import TrainState
 
 # Keys of the model group that configure the optimiser rather than the objective.
@@ -48,11 +48,16 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_objective(cfg: DictConfig) -> Objective:
-    """The model's objective; models that minimise an f-divergence get the `divergence` group."""
+    """The model's objective. Models that minimise an f-divergence get the `divergence` group,
+    unless their own config names one (ratio_matching's ``model.divergence``)."""
     model_cfg = cfg.model
     params = {k: v for k, v in OmegaConf.to_container(model_cfg).items() if k not in OPTIMISER_KEYS}
     builder = MODELS.get(model_cfg.name)
-    if "divergence" in inspect.signature(builder).parameters and "divergence" in cfg:
+    if ("divergence" in inspect.signature(builder).parameters and "divergence" in cfg
+            and "divergence" not in params):
+        if cfg.divergence.name not in DIVERGENCES:  # e.g. wasserstein, mmd: igm estimate only
+            raise IgmError(f"model {model_cfg.name} takes an f-divergence, got divergence="
+                           f"{cfg.divergence.name}; choose from: {', '.join(DIVERGENCES.names())}")
         params["divergence"] = cfg.divergence.name
     try:
         return builder(**params)
@@ -80,7 +85,7 @@ def make_optimizer(kind: str, params, lr: float, betas) -> torch.optim.Optimizer
 def registries() -> dict:
     """Every registry a config group refers to, for `igm list`."""
     import igm_cli.divergences  # noqa: F401  (registers the divergences)
-    from igm_cli.registry import DATASETS, DIVERGENCES
+    from igm_cli.registry import DATASETS
 
     return {"model": MODELS, "dataset": DATASETS, "arch": ARCHS, "divergence": DIVERGENCES}
 

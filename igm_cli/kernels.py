@@ -107,32 +107,32 @@ def mmd2_linear(x: Tensor, y: Tensor, kernel: Kernel) -> Tensor:
     return h.mean()
 
 
+def _f64(a) -> Tensor:
+    return torch.as_tensor(a).detach().to("cpu", torch.float64)
+
+
+def rbf_expectation(mu1, cov1, mu2, cov2, bandwidths: Sequence[float] = (1.0,)) -> float:
+    """E k(x, y) for independent x ~ N(mu1, cov1), y ~ N(mu2, cov2) under the summed RBF kernel:
+    Σ_h det(I + (S1 + S2)/h²)^(-1/2) exp(-½ Δμᵀ (h² I + S1 + S2)^(-1) Δμ) (x - y is
+    N(Δμ, S1 + S2); convolve with the kernel's unnormalised Gaussian). Means are 1-D,
+    covariances 2-D (tensors or array-likes); computed in float64."""
+    mu1, mu2 = _f64(mu1).reshape(-1), _f64(mu2).reshape(-1)
+    d = mu1.numel()
+    s = _f64(cov1).reshape(d, d) + _f64(cov2).reshape(d, d)
+    dmu, eye = mu1 - mu2, torch.eye(d, dtype=torch.float64)
+    total = 0.0
+    for h in bandwidths:
+        h2 = float(h) ** 2
+        logdet = torch.linalg.slogdet(eye + s / h2).logabsdet
+        quad = dmu @ torch.linalg.solve(h2 * eye + s, dmu)  # Δμᵀ (h² I + S)^(-1) Δμ
+        total += math.exp(-0.5 * logdet.item() - 0.5 * quad.item())
+    return total
+
+
 def mmd2_gaussians_rbf(mu1, cov1, mu2, cov2, bandwidths: Sequence[float] = (1.0,)) -> float:
     """Population MMD² between N(mu1, cov1) and N(mu2, cov2) under the summed RBF kernel:
-    E k(x, y) = Σ_h det(I + (S1 + S2)/h²)^(-1/2) exp(-½ Δμᵀ (h² I + S1 + S2)^(-1) Δμ) and
-    MMD² = E k(x, x') - 2 E k(x, y) + E k(y, y') (notes, section 5). Means are 1-D, covariances
-    2-D (tensors or array-likes); computed in float64."""
-
-    def f64(a) -> Tensor:
-        return torch.as_tensor(a).detach().to("cpu", torch.float64)
-
-    mu1, mu2 = f64(mu1).reshape(-1), f64(mu2).reshape(-1)
-    d = mu1.numel()
-    cov1, cov2 = f64(cov1).reshape(d, d), f64(cov2).reshape(d, d)
-    eye = torch.eye(d, dtype=torch.float64)
-
-    def expected_k(s: Tensor, dmu: Tensor) -> float:
-        total = 0.0
-        for h in bandwidths:
-            h2 = float(h) ** 2
-            logdet = torch.linalg.slogdet(eye + s / h2).logabsdet
-            quad = dmu @ torch.linalg.solve(h2 * eye + s, dmu)  # Δμᵀ (h² I + S)^(-1) Δμ
-            total += math.exp(-0.5 * logdet.item() - 0.5 * quad.item())
-        return total
-
-    zero = torch.zeros(d, dtype=torch.float64)
-    return (
-        expected_k(2 * cov1, zero)
-        - 2.0 * expected_k(cov1 + cov2, mu1 - mu2)
-        + expected_k(2 * cov2, zero)
-    )
+    MMD² = E k(x, x') - 2 E k(x, y) + E k(y, y') (notes, section 5) with each term from
+    ``rbf_expectation``."""
+    return (rbf_expectation(mu1, cov1, mu1, cov1, bandwidths)
+            - 2.0 * rbf_expectation(mu1, cov1, mu2, cov2, bandwidths)
+            + rbf_expectation(mu2, cov2, mu2, cov2, bandwidths))

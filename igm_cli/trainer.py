@@ -84,7 +84,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
                 for role in phase.trains:
                     state.nets[role].requires_grad_(True)
                 optimizer = state.optimizers[phase.name]
-                for _ in range(phase.repeats):
+                for _ in range(phase.repeats_at(step)):
                     real = dataset.sample(batch, state.data_rng)
                     z = torch.randn(batch, parts.z_dim, generator=state.noise_rng,
                                     device=parts.device)

@@ -146,5 +146,94 @@ def test_unknown_divergence_cli(tmp_path):
     result = run_igm(["estimate", "divergence=kll"], tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "igm: error: unknown divergence 'kll'; choose from: " + ", ".join(DIVERGENCES.names())]
+        "igm: error: unknown divergence 'kll'; choose from: "
+        + ", ".join(sorted([*DIVERGENCES.names(), "mmd", "wasserstein"]))]
     assert not (tmp_path / "outputs").exists()
+
+
+# ----------------------------------------------------------------------------
+# Integral probability metrics and the ratio method (issue 4).
+
+def test_w1_exact_values():
+    """1D quadrature of |F_P - F_Q| against the sorted-sample matching on 400k points; two
+    lines |θ_P - θ_Q|; a shift between equal shapes moves every point by the shift."""
+    from igm_cli.exact import Gaussian, GaussianMixture, wasserstein1
+    from igm_cli.metrics.distances import w1
+
+    p, q = Gaussian([0.0], [1.0]), Gaussian([1.0], [2.0])
+    exact, method = wasserstein1(p, q)
+    rng = torch.Generator().manual_seed(0)
+    assert method == "quadrature"
+    assert exact == pytest.approx(w1(p.sample(400_000, rng), q.sample(400_000, rng)), abs=0.01)
+    shifted = GaussianMixture([0.3, 0.7], [[-1.0], [2.0]], [[0.5], [0.8]])
+    moved = GaussianMixture([0.3, 0.7], [[-0.25], [2.75]], [[0.5], [0.8]])
+    assert wasserstein1(shifted, moved)[0] == pytest.approx(0.75, abs=1e-6)
+    assert wasserstein1(ParallelLines(-0.3), ParallelLines(0.5)) == (pytest.approx(0.8),
+                                                                     "closed_form")
+
+
+def test_mmd_exact_values():
+    """Closed forms against a large U-statistic: a mixture against a Gaussian in 2D, two lines."""
+    from igm_cli.exact import Gaussian, GaussianMixture, mmd2_rbf
+    from igm_cli.metrics.distances import mmd
+
+    rng = torch.Generator().manual_seed(0)
+    pairs = [(GaussianMixture([0.3, 0.7], [[-1.0, 0.0], [1.0, 1.0]], [[0.5, 1.0], [0.8, 0.3]]),
+              Gaussian([0.0, 0.0], [1.0, 1.0]), [0.5, 2.0]),
+             (ParallelLines(0.0), ParallelLines(0.5), [0.3, 1.0])]
+    for p, q, bandwidths in pairs:
+        exact, method = mmd2_rbf(p, q, bandwidths)
+        sampled = mmd(p.sample(8000, rng), q.sample(8000, rng), bandwidths)
+        assert method == "closed_form" and exact > 0.05
+        assert sampled == pytest.approx(exact, abs=0.01)
+    assert mmd2_rbf(ParallelLines(0.2), ParallelLines(0.2), [1.0])[0] == 0
+
+
+@pytest.mark.parametrize("overrides, tolerance", [
+    (["q.loc=[1]", "q.scale=[2]"], 0.1),  # 1D: exact from the CDFs
+    (["p=lines", "q=lines", "q.theta=0.5"], 0.05),  # |θ|
+])
+def test_wasserstein_critic(tmp_path, overrides, tolerance):
+    summary = run_estimate(tmp_path, "divergence=wasserstein", *overrides)
+    assert summary["status"] == "completed" and summary["divergence"] == "wasserstein"
+    assert summary["abs_error"] <= tolerance * summary["exact"], summary
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    events.Reload()
+    assert events.Scalars("estimate/bound")[-1].value > 0.5 * summary["exact"]
+
+
+def test_mmd_estimate(tmp_path):
+    summary = run_estimate(tmp_path, "divergence=mmd", "q.loc=[1]", "q.scale=[2]",
+                           "divergence.bandwidths=[0.5,2]", "divergence.n_samples=4000")
+    assert summary["exact_method"] == "closed_form" and summary["steps"] == 0
+    assert summary["abs_error"] < 0.01 and summary["exact"] > 0.2
+
+
+@pytest.mark.parametrize("divergence", ["kl", "pearson"])
+def test_ratio_method(tmp_path, divergence):
+    """Least-squares ratio fit, plug-in E_q[f(r)]: within 5% of the closed form, and the fitted
+    ratio close to p/q on samples of Q."""
+    summary = run_estimate(tmp_path, "method=ratio", f"divergence={divergence}", "q.scale=[1.5]")
+    assert summary["method"] == "ratio" and summary["exact_method"] == "closed_form"
+    assert summary["abs_error"] <= 0.05 * summary["exact"], summary
+    assert summary["critic_error"] < 0.05
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["divergence=wasserstein", "method=ratio"], "wasserstein takes method=variational"),
+    (["divergence=mmd", "divergence.bandwidths=[1,-2]"], "divergence.bandwidths entry"),
+    (["divergence=mmd", "divergence.n_samples=0"], "divergence.n_samples"),
+    (["divergence=wasserstein", "divergence.gp_lambda=-1"], "divergence.gp_lambda"),
+    (["method=ratios"], "unknown method 'ratios'; choose from: variational, ratio"),
+])
+def test_ipm_bad_input(tmp_path, overrides, needle):
+    result = run_igm(["estimate", *overrides], tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and needle in lines[0], lines
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_fgan_refuses_an_ipm(tmp_path):
+    result = run_igm(["train", "model=fgan", "divergence=wasserstein"], tmp_path)
+    assert result.returncode == 2
+    assert "model fgan takes an f-divergence, got divergence=wasserstein" in result.stderr

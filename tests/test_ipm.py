@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from igm_cli.cli import config_dir
+from igm_cli.errors import IgmError
 from igm_cli.exact import Gaussian
 from igm_cli.kernels import mmd2_biased, mmd2_unbiased, rational_quadratic_kernel, rbf_kernel
 from igm_cli.nets.mlp import MLPArch
@@ -49,7 +50,14 @@ def test_clipping_bounds_every_critic_weight_after_a_step():
     optimizer.step()
     objective.after_step(phase, nets)
     assert all(p.abs().max().item() <= 0.01 for p in critic.parameters())
-    assert phase.repeats == 5
+    assert [phase.repeats_at(step) for step in (0, 24, 25, 500)] == [5, 5, 5, 5]
+
+
+def test_wgan_warmup_schedule():
+    """The authors' code: 100 critic steps for generator steps 0-24 and every 500th."""
+    critic = WGAN(warmup=True).phases()[0]
+    steps = [0, 24, 25, 499, 500, 501, 1000]
+    assert [critic.repeats_at(step) for step in steps] == [100, 100, 5, 5, 100, 5, 100]
 
 
 @pytest.mark.parametrize("gp_lambda", [10.0, 0.1])
@@ -147,3 +155,57 @@ def test_trains_on_ring8_and_resumes_exactly(model, tmp_path):
     assert a["step"] == b["step"] == 6
     for key, value in a["nets"].items():
         assert torch.equal(value, b["nets"][key]), key
+
+
+@pytest.mark.parametrize("role", ["critic", "feature_critic", "code_critic"])
+def test_spectral_norm_on_every_critic_layer(role):
+    """arch.spectral_norm=true: each Linear weight of a critic is divided by its top singular
+    value (power iteration; exact after enough forward passes); generators are left alone."""
+    torch.manual_seed(0)
+    arch = MLPArch(hidden=32, depth=2, spectral_norm=True)
+    critic = arch.build(role, (2,))
+    layers = [m for m in critic.modules() if isinstance(m, nn.Linear)]
+    assert len(layers) == 3 and all(hasattr(m, "parametrizations") for m in layers)
+    x = torch.randn(8, 2 if role != "code_critic" else arch.z_dim)
+    for _ in range(50):  # power iterations happen in training-mode forward passes
+        critic(x)
+    for layer in layers:
+        assert torch.linalg.matrix_norm(layer.weight, ord=2).item() == pytest.approx(1, abs=1e-3)
+    generator = arch.build("generator", (2,))
+    assert not any(hasattr(m, "parametrizations") for m in generator.modules())
+
+
+def test_spectral_norm_trains_and_resumes(tmp_path):
+    """The power-iteration vectors live in the checkpoint; weights_only loading reads it."""
+    overrides = ["model=wgan", "arch.spectral_norm=true", "train.steps=4", "train.batch_size=32",
+                 "eval.n_samples=100", "eval.plot=false", "device=cpu", "train.lr_decay=none"]
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        assert train(compose("train", overrides=overrides), tmp_path, [])["status"] == "completed"
+        resumed = compose("train", overrides=[*overrides[:2], "train.steps=6", *overrides[3:],
+                                              f"resume={tmp_path}"])
+        assert train(resumed, tmp_path, [])["steps"] == 6
+    state = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
+    assert any(k.endswith("parametrizations.weight.original") for k in state["nets"])
+    assert any(k.endswith("_u") for k in state["nets"])
+
+
+def test_mmd_gan_kernel_choice():
+    real, fake = torch.randn(16, 2), torch.randn(16, 2) + 1
+    nets = nets_with(feature_critic=nn.Identity())
+    rbf = MMDGAN(kernel="rbf", bandwidths=(1.0, 2.0))
+    expected = mmd2_unbiased(real, fake, lambda a, b: rbf_kernel(a, b, (1.0, 2.0)))
+    assert rbf.generator_loss(nets, real, fake).item() == pytest.approx(expected.item())
+    with pytest.raises(IgmError, match="unknown model.kernel 'gauss'; choose from"):
+        MMDGAN(kernel="gauss")
+
+
+def test_toy_recipes_apply_to_their_pair_only():
+    """recipe/<model>_<dataset>.yaml tunes a pair; other data sets keep the paper's values and
+    the command line wins over both."""
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        tuned = compose("train", overrides=["model=wgan_gp"])
+        paper = compose("train", overrides=["model=wgan_gp", "dataset=swissroll"])
+        mine = compose("train", overrides=["model=wgan_gp", "model.lr=3e-4"])
+    assert paper.model.lr == 1e-4 and list(paper.model.betas) == [0.0, 0.9]
+    assert tuned.model.lr != paper.model.lr and tuned.model.gp_lambda == 10
+    assert mine.model.lr == 3e-4

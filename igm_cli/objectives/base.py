@@ -23,7 +23,10 @@ class Phase:
     name: str  # logged as loss/<name>
     trains: tuple[str, ...]  # the networks whose optimiser steps on this loss
     loss: LossFn
-    repeats: int = 1
+    repeats: int | Callable[[int], int] = 1  # per training step; or a function of the step
+
+    def repeats_at(self, step: int) -> int:
+        return self.repeats(step) if callable(self.repeats) else self.repeats
 
 
 class Objective:

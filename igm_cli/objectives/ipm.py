@@ -38,9 +38,24 @@ class _WassersteinCritic(Objective):
 
 @MODELS.register("wgan", "Wasserstein GAN, critic weights clipped to [-c, c]")
 class WGAN(_WassersteinCritic):
-    def __init__(self, clip: float = 0.01, n_critic: int = 5):
+    """``warmup=True`` follows the authors' released code rather than Algorithm 1: 100 critic
+    steps per generator step for the first 25 generator steps and on every 500th, so the
+    critic is near its optimum before the generator trusts its gradient."""
+
+    def __init__(self, clip: float = 0.01, n_critic: int = 5, warmup: bool = False):
         self.clip = clip
         self.n_critic = n_critic
+        self.warmup = warmup
+
+    def critic_steps(self, step: int) -> int:
+        if self.warmup and (step < 25 or step % 500 == 0):
+            return 100
+        return self.n_critic
+
+    def phases(self) -> list[Phase]:
+        critic, generator = super().phases()
+        critic.repeats = self.critic_steps
+        return [critic, generator]
 
     @torch.no_grad()
     def after_step(self, phase: Phase, nets: nn.ModuleDict) -> None:

@@ -81,8 +81,14 @@ class MMDGAN(Objective):
     networks = ("generator", "feature_critic")
 
     def __init__(self, alphas: Sequence[float] = (0.2, 0.5, 1.0, 2.0, 5.0), gp_lambda: float = 1.0,
-                 n_critic: int = 5):
-        self.kernel = make_kernel("rational_quadratic", alphas=tuple(float(a) for a in alphas))
+                 n_critic: int = 5, kernel: str = "rational_quadratic",
+                 bandwidths: Sequence[float] = (1.0, 2.0, 4.0, 8.0, 16.0)):
+        if kernel == "rational_quadratic":
+            self.kernel = make_kernel(kernel, alphas=tuple(float(a) for a in alphas))
+        elif kernel == "rbf":  # Li et al. 2017's mixture of RBF kernels on the features
+            self.kernel = make_kernel(kernel, bandwidths=tuple(float(h) for h in bandwidths))
+        else:
+            raise IgmError(f"unknown model.kernel '{kernel}'; choose from: rational_quadratic, rbf")
         self.gp_lambda = gp_lambda
         self.n_critic = n_critic
 

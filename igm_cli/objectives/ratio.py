@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from igm_cli.divergences import Divergence, get_divergence
+from igm_cli.errors import IgmError
 from igm_cli.objectives.base import Objective, r1_penalty
 from igm_cli.registry import MODELS
 
@@ -39,7 +40,10 @@ class RatioMatching(Objective):
 
     def __init__(self, divergence: str | Divergence = "pearson", n_critic: int = 1,
                  r1_gamma: float = 0.0):
-        self.f = get_divergence(divergence) if isinstance(divergence, str) else divergence
+        try:
+            self.f = get_divergence(divergence) if isinstance(divergence, str) else divergence
+        except IgmError as exc:
+            raise IgmError(f"model.divergence: {exc}") from None
         self.n_critic = n_critic
         self.r1_gamma = r1_gamma  # zero-centred gradient penalty on real data; 0 = off
 
