@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import igm_cli.nets  # noqa: F401  (registers the archs)
 import igm_cli.objectives  # noqa: F401  (registers the models)
-from igm_cli.data import ToyDistribution, build_dataset
+from igm_cli.data import ToyDistribution, build_dataset, check_dataset
 from igm_cli.errors import IgmError
 from igm_cli.objectives import Objective
 from igm_cli.registry import ARCHS, DIVERGENCES, MODELS
@@ -126,7 +126,37 @@ def check_config(cfg: DictConfig) -> None:
     resolve_device(cfg.device)
     build_objective(cfg)
     build_arch(cfg.arch)
-    build_dataset(cfg.dataset, "cpu")
+    check_dataset(cfg.dataset)
+    check_speed(cfg)
+    check_image_metrics(cfg)
+
+
+def check_image_metrics(cfg: DictConfig) -> None:
+    """eval.metrics and eval.features name known metrics and extractors (image data only)."""
+    from igm_cli.data.images import IMAGE_SETS
+
+    if cfg.dataset.name not in IMAGE_SETS:
+        return
+    from igm_cli.metrics.images import FEATURES, METRIC_NAMES
+
+    for name in cfg.eval.get("metrics") or []:
+        if name not in METRIC_NAMES:
+            raise IgmError(f"unknown image metric '{name}'; choose from: {', '.join(METRIC_NAMES)}")
+    FEATURES.get(cfg.eval.get("features", "inception"))
+
+
+def check_speed(cfg: DictConfig) -> None:
+    """train.amp, train.compile, train.channels_last."""
+    amp = cfg.train.get("amp", "off")
+    if amp not in ("off", "bf16", "fp16"):
+        raise IgmError(f"unknown train.amp '{amp}'; choose from: off, bf16, fp16")
+    if amp == "fp16" and resolve_device(cfg.device).type != "cuda":
+        raise IgmError("train.amp=fp16 needs a CUDA GPU; on the CPU use train.amp=bf16 or off")
+    if not isinstance(cfg.train.get("compile", False), bool):
+        raise IgmError(f"train.compile must be true or false, got {cfg.train.compile!r}")
+    if str(cfg.train.get("channels_last", "auto")) not in ("auto", "True", "False"):
+        raise IgmError(f"train.channels_last must be auto, true or false, "
+                       f"got {cfg.train.channels_last!r}")
 
 
 def build(cfg: DictConfig) -> Parts:
@@ -137,7 +167,7 @@ def build(cfg: DictConfig) -> Parts:
     arch = build_arch(cfg.arch)
     torch.manual_seed(cfg.seed)  # network initialisation
     nets = torch.nn.ModuleDict(
-        {role: arch.build(role, (dataset.dim,)) for role in objective.networks}
+        {role: arch.build(role, tuple(dataset.shape)) for role in objective.networks}
     ).to(device)
     model = cfg.model
     optimizers, base_lrs = {}, {}

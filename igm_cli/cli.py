@@ -22,7 +22,8 @@ igm {__version__}: train, compare and understand implicit generative models.
 verbs:
   train    train a model (Hydra app; `igm train --help` lists the config groups)
   estimate estimate a divergence between two known distributions by training a critic
-  sample   write generated points from a run: igm sample run=DIR n=N out=FILE.npy [seed=S]
+  sample   write samples of a run: igm sample run=DIR n=64 out=grid.png|x.npy [seed=S]
+  eval     metrics of a run's checkpoint: igm eval run=DIR metrics=[fid,kid,is] n=10000
   list     list every registered model, dataset and arch
 
 examples:
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, args = argv[0], argv[1:]
     commands = {"train": train_command, "estimate": estimate_command, "sample": sample_command,
-                "list": list_command}
+                "eval": eval_command, "list": list_command}
     if verb not in commands:
         return fail(f"unknown command '{verb}'; choose from: {', '.join(commands)}")
     try:
@@ -91,9 +92,11 @@ def parse_keyvalues(args: list[str], allowed: dict[str, object], verb: str) -> d
 
 
 def sample_usage() -> str:
-    return ("usage: igm sample run=RUN_DIR_OR_CHECKPOINT n=N out=FILE.npy [seed=0] [device=cpu]\n"
-            "writes N generated points (N x D float32) from the run's generator (its EMA when "
-            "it has one)")
+    return ("usage: igm sample run=RUN_DIR_OR_CHECKPOINT n=N out=FILE.npy|FILE.png [seed=0] "
+            "[device=cpu]\n"
+            "writes N samples of the run's generator (its EMA when it has one): .npy holds an\n"
+            "array of shape (N, *data shape), float32; .png an image grid (image data) or a\n"
+            "scatter plot over the data (1D/2D data). The same seed gives the same samples.")
 
 
 def parse_int(name: str, value, minimum: int) -> int:
@@ -121,13 +124,50 @@ def sample_command(args: list[str]) -> int:
     n = parse_int("n", opts["n"], 1)
     seed = parse_int("seed", opts["seed"], 0)
     out = Path(opts["out"])
-    if out.suffix != ".npy":
-        raise IgmError(f"out '{out}' must end in .npy; choose from: .npy")
+    if out.suffix not in (".npy", ".png"):
+        raise IgmError(f"out '{out}' must end in .npy or .png; choose from: .npy, .png")
     sampler = load_sampler(opts["run"], opts["device"])
-    points = sampler(n, seed).cpu().numpy().astype(np.float32)
+    samples = sampler(n, seed).float().cpu()
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, points)
-    print(f"wrote {points.shape[0]} x {points.shape[1]} samples to {out}")
+    if out.suffix == ".npy":
+        np.save(out, samples.numpy().astype(np.float32))
+    else:
+        from igm_cli.plots import save_samples_png
+
+        save_samples_png(samples, opts["run"], out)
+    print(f"wrote {n} samples of shape {tuple(samples.shape[1:])} to {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- igm eval
+
+def eval_usage() -> str:
+    return ("usage: igm eval run=RUN_DIR_OR_CHECKPOINT [metrics=[fid,kid,is]] [n=10000] "
+            "[features=NAME] [weights=PATH] [device=auto]\n"
+            "computes metrics of a checkpoint's generator (its EMA when it has one) against the "
+            "data set\nit was trained on, prints them, and appends them to the run's "
+            "metrics.jsonl and TensorBoard\n(eval/NAME at the checkpoint's step). Image runs: "
+            "fid, kid, is on `features`\n(default: the run's eval.features); toy runs: modes, "
+            "hq, kl_modes, mmd, w1.")
+
+
+def eval_command(args: list[str]) -> int:
+    from igm_cli.evaluate import evaluate_run
+
+    if "-h" in args or "--help" in args:
+        print(eval_usage())
+        return 0
+    opts = parse_keyvalues(args, {"run": None, "metrics": None, "n": 10000, "features": None,
+                                  "weights": None, "device": "auto"}, "eval")
+    if opts["run"] is None:
+        raise IgmError("igm eval needs run=RUN_DIR (see igm eval --help)")
+    n = parse_int("n", opts["n"], 2)
+    names = None
+    if opts["metrics"] is not None:
+        names = [m.strip() for m in opts["metrics"].strip("[]").split(",") if m.strip()]
+    metrics = evaluate_run(opts["run"], names, n, opts["features"], opts["weights"],
+                           opts["device"])
+    print("  ".join(f"{k} {v:.6g}" for k, v in metrics.items()))
     return 0
 
 

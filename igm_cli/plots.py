@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never open a window
@@ -53,3 +55,30 @@ def _critic_on(critic, points):
     out = critic(points.to(device)).float().cpu()
     critic.train(was_training)
     return out
+
+
+def save_samples_png(samples: torch.Tensor, run: str, out) -> None:
+    """`igm sample out=FILE.png`: an image grid for image samples [N, C, H, W]; for points
+    (1D/2D) a plot of the samples over fresh data of the run's data set."""
+    if samples.dim() == 4:
+        from torchvision.utils import save_image
+
+        from igm_cli.evaluate import image_grid
+
+        save_image(image_grid(samples, nrow=max(1, math.ceil(math.sqrt(len(samples))))), out)
+        return
+    if samples.dim() != 2 or samples.shape[1] > 2:
+        from igm_cli.errors import IgmError
+
+        raise IgmError(f"out=*.png draws images or 1D/2D points; these samples have shape "
+                       f"{tuple(samples.shape[1:])}: use out=FILE.npy")
+    from omegaconf import OmegaConf
+
+    from igm_cli.checkpoint import load_checkpoint
+    from igm_cli.data import build_dataset
+
+    cfg = OmegaConf.create(load_checkpoint(run)["config"])
+    real = build_dataset(cfg.dataset, "cpu").sample(len(samples), torch.Generator().manual_seed(0))
+    fig = samples_figure(real, samples)
+    fig.savefig(out)
+    plt.close(fig)

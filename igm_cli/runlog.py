@@ -75,12 +75,17 @@ class RunLog:
             print(f"step {step}/{self.total_steps}  {losses}  {steps_per_sec:.1f} steps/s",
                   flush=True)
 
-    def evaluation(self, step: int, metrics: dict[str, float], figure=None) -> None:
+    def evaluation(self, step: int, metrics: dict[str, float], figure=None,
+                   images: dict | None = None) -> None:
+        """Metrics to TensorBoard (metrics/NAME), metrics.jsonl and the console; ``figure``
+        (a matplotlib figure) and ``images`` ({tag: [3, H, W] grid in [0, 1]}) to TensorBoard."""
         if not self.enabled:
             return
         self.scalars(step, {f"metrics/{k}": v for k, v in metrics.items()})
         if figure is not None:
             self.writer.add_figure("samples", figure, step, close=True)
+        for tag, grid in (images or {}).items():
+            self.writer.add_image(tag, grid, step)
         with open(self.metrics_file, "a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
         text = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())

@@ -10,8 +10,15 @@ from igm_cli.evaluate import generate
 
 
 def load_sampler(run: str, device_name: str = "cpu"):
-    """Returns ``sample(n, seed) -> Tensor [n, D]`` from the EMA generator when the run kept
-    one, else from the generator."""
+    """Returns ``sample(n, seed) -> Tensor [n, *data shape]`` from the EMA generator when the
+    run kept one, else from the generator."""
+    generator, z_dim, device = load_generator(run, device_name)
+    return lambda n, seed: generate(generator, n, z_dim, seed, device)
+
+
+def load_generator(run: str, device_name: str = "cpu"):
+    """(generator module in eval mode, z_dim, device) from a run's checkpoint: the EMA weights
+    when the run kept them."""
     checkpoint = load_checkpoint(run)
     cfg = OmegaConf.create(checkpoint["config"])
     device = resolve_device(device_name)
@@ -25,4 +32,4 @@ def load_sampler(run: str, device_name: str = "cpu"):
         generator.load_state_dict({k[len(prefix):]: v for k, v in checkpoint["nets"].items()
                                    if k.startswith(prefix)})
     generator.to(device).eval()
-    return lambda n, seed: generate(generator, n, arch.z_dim, seed, device)
+    return generator, arch.z_dim, device

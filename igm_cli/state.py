@@ -30,11 +30,16 @@ class TrainState:
         # The generator's exponential moving average, used for evaluation and sampling.
         self.ema = copy.deepcopy(nets.generator).requires_grad_(False) if ema_decay else None
         self.step = 0
+        self.scalers: dict[str, torch.amp.GradScaler] = {}  # fp16 only, one per optimiser
         # Separate streams, so that e.g. changing n_critic does not shift the data sequence
         # of an evaluation, and each can be saved and restored exactly.
         self.data_rng = torch.Generator(device).manual_seed(seed)
         self.noise_rng = torch.Generator(device).manual_seed(seed + 1)
         torch.manual_seed(seed + 2)  # anything an objective draws itself (e.g. penalty mixing)
+
+    def make_scalers(self, device: torch.device) -> dict:
+        self.scalers = {name: torch.amp.GradScaler(device.type) for name in self.optimizers}
+        return self.scalers
 
     @property
     def sampler(self) -> nn.Module:
@@ -70,6 +75,7 @@ class TrainState:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
             "rng": rng,
+            "scalers": {k: sc.state_dict() for k, sc in self.scalers.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -79,6 +85,9 @@ class TrainState:
             self.ema.load_state_dict(state["ema"] or self.nets.generator.state_dict())
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
+        for name, scaler in self.scalers.items():
+            if name in state.get("scalers", {}):
+                scaler.load_state_dict(state["scalers"][name])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         self.data_rng.set_state(rng["data"])

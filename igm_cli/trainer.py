@@ -3,6 +3,7 @@ update the EMA, log, evaluate, checkpoint. It knows no method; objectives supply
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from igm_cli import __version__
 from igm_cli.build import build, lr_factor
 from igm_cli.checkpoint import FORMAT, load_checkpoint, save_atomic
 from igm_cli.errors import IgmError
-from igm_cli.evaluate import evaluate
+from igm_cli.evaluate import EVAL_SEED, ImageEvaluator, evaluate, generate, image_grid
 from igm_cli.plots import samples_figure
 from igm_cli.runlog import RunLog, StepTimer
 
@@ -54,14 +55,29 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     def save_checkpoint(step_file: Path | None = None) -> None:
         payload = {"format": FORMAT, "igm_version": __version__, "config": config,
                    "overrides": [o for o in overrides if not o.startswith("resume=")],
-                   "data_shape": [dataset.dim],
+                   "data_shape": list(dataset.shape),
                    **state.state_dict()}
         if log.enabled:
             save_atomic(payload, checkpoint_file)
             if step_file is not None:
                 save_atomic(payload, step_file)
 
+    images, real_logged = dataset.is_image, []
+    evaluator = (ImageEvaluator(cfg.eval.metrics, cfg.eval.features, cfg.eval.weights, dataset,
+                                parts.device) if images else None)
+    if evaluator is not None and evaluator.unavailable:
+        log.message(f"igm: {evaluator.unavailable}")
+
     def run_evaluation() -> dict:
+        if images:
+            metrics = evaluator(state.sampler, parts.z_dim, cfg.eval.n_samples)
+            grids = {"samples": image_grid(generate(state.sampler, cfg.eval.grid, parts.z_dim,
+                                                    EVAL_SEED, parts.device))}
+            if not real_logged:
+                grids["real"] = image_grid(dataset.reference(cfg.eval.grid))
+                real_logged.append(True)  # once per process
+            log.evaluation(state.step, metrics, images=grids)
+            return metrics
         metrics, fake, real = evaluate(state.sampler, dataset, parts.z_dim, cfg.eval.n_samples,
                                        parts.device)
         figure = None
@@ -70,6 +86,17 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
             figure = samples_figure(real, fake, critic)
         log.evaluation(state.step, metrics, figure)
         return metrics
+
+    # Speed switches (GPU): autocast, torch.compile, channels_last. The compiled modules share
+    # their parameters with state.nets, which stays the one thing saved and restored.
+    autocast = amp_context(cfg.train.amp, parts.device)
+    scalers = state.make_scalers(parts.device) if cfg.train.amp == "fp16" else None
+    channels_last = use_channels_last(cfg.train.channels_last, parts.device, images)
+    if channels_last:
+        state.nets.to(memory_format=torch.channels_last)
+    nets = state.nets
+    if cfg.train.compile:
+        nets = torch.nn.ModuleDict({k: torch.compile(v) for k, v in state.nets.items()})
 
     status, metrics, note = "completed", {}, ""
     pending: list[torch.Tensor] = []  # per-step losses since the last finiteness check
@@ -86,12 +113,20 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
                 optimizer = state.optimizers[phase.name]
                 for _ in range(phase.repeats_at(step)):
                     real = dataset.sample(batch, state.data_rng)
+                    if channels_last:
+                        real = real.contiguous(memory_format=torch.channels_last)
                     z = torch.randn(batch, parts.z_dim, generator=state.noise_rng,
                                     device=parts.device)
                     optimizer.zero_grad(set_to_none=True)
-                    loss = phase.loss(state.nets, real, z)
-                    loss.backward()
-                    optimizer.step()
+                    with autocast():
+                        loss = phase.loss(nets, real, z)
+                    if scalers is None:
+                        loss.backward()
+                        optimizer.step()
+                    else:  # fp16: scale the loss so small gradients do not underflow
+                        scalers[phase.name].scale(loss).backward()
+                        scalers[phase.name].step(optimizer)
+                        scalers[phase.name].update()
                     objective.after_step(phase, state.nets)
                 losses[f"loss/{phase.name}"] = loss.detach()
             state.update_ema()
@@ -152,6 +187,24 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     log.summary(summary)
     log.close()
     return summary
+
+
+AMP = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_context(amp: str, device: torch.device):
+    """A factory of autocast contexts for ``train.amp`` (off | bf16 | fp16)."""
+    dtype = AMP[amp]
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def use_channels_last(setting, device: torch.device, images: bool) -> bool:
+    """``train.channels_last``: auto = on for image data on a GPU."""
+    if str(setting) == "auto":
+        return images and device.type == "cuda"
+    return bool(setting) and images
 
 
 def first_nonfinite(pending: list[torch.Tensor], first_step: int, names):

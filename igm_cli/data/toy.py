@@ -34,6 +34,12 @@ class ToyDistribution(ABC):
     def sample(self, n: int, generator: torch.Generator) -> Tensor:  # [n, dim]
         ...
 
+    is_image = False
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self.dim,)
+
     @property
     def has_modes(self) -> bool:
         return self.centers is not None
@@ -141,7 +147,23 @@ def load_points(path: str | None) -> Tensor:
     return torch.as_tensor(array, dtype=torch.float32)
 
 
-def build_dataset(cfg, device) -> ToyDistribution:
-    """Build the data set named ``cfg.name`` from the rest of ``cfg`` (the ``dataset`` group)."""
+def build_dataset(cfg, device):
+    """Build the data set named ``cfg.name`` from the rest of ``cfg`` (the ``dataset`` group):
+    a ToyDistribution or an image set (igm_cli/data/images.py)."""
     params = {k: v for k, v in dict(cfg).items() if k != "name"}
-    return DATASETS.get(cfg.name)(**params, device=device)
+    builder = DATASETS.get(cfg.name)
+    try:
+        return builder(**params, device=device)
+    except TypeError as exc:
+        raise IgmError(f"dataset '{cfg.name}': {exc}") from None
+
+
+def check_dataset(cfg) -> None:
+    """The checks of ``build_dataset`` that need no loading: image sets check their keys only
+    (loading them can take long), toy sets are cheap to build."""
+    from igm_cli.data.images import IMAGE_SETS, check_image_config
+
+    if cfg.name in IMAGE_SETS:
+        check_image_config(cfg)
+    else:
+        build_dataset(cfg, "cpu")

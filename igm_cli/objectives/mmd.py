@@ -8,6 +8,7 @@ minimises it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -55,7 +56,10 @@ class GMMN(Objective):
 
     def generator_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
         fake = nets.generator(z)
-        mmd2 = self.mmd2(real.flatten(1), fake.flatten(1), self.kernel)  # MMD²(x, G(z))
+        # The bandwidths are set for 2-D points; in D dimensions squared distances grow like D,
+        # so distances are measured in units of √(D/2) (same kernel as every h times √(D/2)).
+        unit = math.sqrt(real[0].numel() / 2)
+        mmd2 = self.mmd2(real.flatten(1) / unit, fake.flatten(1) / unit, self.kernel)  # MMD²
         # sqrt(MMD²) (GMMN); the floor keeps the gradient finite at 0 (or a negative U-statistic)
         return mmd2.clamp_min(1e-12).sqrt() if self.sqrt else mmd2
 
