@@ -206,6 +206,9 @@ def test_toy_recipes_apply_to_their_pair_only():
         tuned = compose("train", overrides=["model=wgan_gp"])
         paper = compose("train", overrides=["model=wgan_gp", "dataset=swissroll"])
         mine = compose("train", overrides=["model=wgan_gp", "model.lr=3e-4"])
+        batch = compose("train", overrides=["model=mmd_gan", "dataset=grid25"]).train.batch_size
     assert paper.model.lr == 1e-4 and list(paper.model.betas) == [0.0, 0.9]
-    assert tuned.model.lr != paper.model.lr and tuned.model.gp_lambda == 10
-    assert mine.model.lr == 3e-4
+    assert paper.model.gp_lambda == 10 and paper.model.n_critic == 5
+    assert (tuned.model.lr, tuned.model.gp_lambda, tuned.model.n_critic) == (1e-3, 1.0, 5)
+    assert mine.model.lr == 3e-4 and mine.model.gp_lambda == 1.0
+    assert batch == 64 and paper.train.batch_size == 256  # a recipe may set train.* too
