@@ -24,6 +24,8 @@ verbs:
   estimate estimate a divergence between two known distributions by training a critic
   sample   write samples of a run: igm sample run=DIR n=64 out=grid.png|x.npy [seed=S]
   eval     metrics of a run's checkpoint: igm eval run=DIR metrics=[fid,kid,is] n=10000
+  reconstruct  held-out inputs and their reconstructions (Alpha-GAN): igm reconstruct run=DIR
+           n=16 out=rec.png|rec.npy
   list     list every registered model, dataset and arch
 
 examples:
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, args = argv[0], argv[1:]
     commands = {"train": train_command, "estimate": estimate_command, "sample": sample_command,
-                "eval": eval_command, "list": list_command}
+                "eval": eval_command, "reconstruct": reconstruct_command, "list": list_command}
     if verb not in commands:
         return fail(f"unknown command '{verb}'; choose from: {', '.join(commands)}")
     try:
@@ -137,6 +139,52 @@ def sample_command(args: list[str]) -> int:
         save_samples_png(samples, opts["run"], out)
     print(f"wrote {n} samples of shape {tuple(samples.shape[1:])} to {out}")
     return 0
+
+
+# ---------------------------------------------------------------------------- igm reconstruct
+
+def reconstruct_usage() -> str:
+    return ("usage: igm reconstruct run=RUN_DIR_OR_CHECKPOINT [n=16] out=FILE.png|FILE.npy "
+            "[device=cpu]\n"
+            "G(E(x)) for the first n held-out inputs x of the run's data set (fresh points with a "
+            "fixed seed\nfor toy sets) from a model with an encoder (alpha_gan): .npy holds one "
+            "array of shape\n(2, n, *data shape), inputs then reconstructions; .png shows each "
+            "input beside its\nreconstruction (images) or arrows from x to G(E(x)) (2D points).")
+
+
+def reconstruct_command(args: list[str]) -> int:
+    import numpy as np
+
+    from igm_cli.sampling import load_reconstructor
+
+    if "-h" in args or "--help" in args:
+        print(reconstruct_usage())
+        return 0
+    opts = parse_keyvalues(args, {"run": None, "n": 16, "out": None, "device": "cpu"},
+                           "reconstruct")
+    if opts["run"] is None or opts["out"] is None:
+        raise IgmError("igm reconstruct needs run=RUN_DIR and out=FILE.png or FILE.npy "
+                       "(see igm reconstruct --help)")
+    n = parse_int("n", opts["n"], 1)
+    out = Path(opts["out"])
+    if out.suffix not in (".npy", ".png"):
+        raise IgmError(f"out '{out}' must end in .npy or .png; choose from: .npy, .png")
+    x, x_rec = load_reconstructor(opts["run"], opts["device"])(n)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, torch_stack_numpy(x, x_rec))
+    else:
+        from igm_cli.plots import save_reconstructions_png
+
+        save_reconstructions_png(x, x_rec, out)
+    print(f"wrote {len(x)} inputs and their reconstructions to {out}")
+    return 0
+
+
+def torch_stack_numpy(x, x_rec):
+    import torch
+
+    return torch.stack([x, x_rec]).float().cpu().numpy()
 
 
 # ---------------------------------------------------------------------------- igm eval

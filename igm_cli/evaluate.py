@@ -130,3 +130,40 @@ def evaluate_run(run: str, names, n: int, features: str | None, weights: str | N
         writer.close()
     return metrics
 
+
+
+@torch.no_grad()
+def autoencoder_extras(objective, nets: nn.ModuleDict, dataset, z_dim: int, n: int, device,
+                       pictures: bool = True) -> tuple[dict, dict, dict]:
+    """(metrics, images, figures) of models with an encoder (Alpha-GAN): reconstruction error
+    and code/prior MMD on held-out data (fresh points with a fixed seed for toy sets), inputs
+    beside reconstructions, codes against the prior."""
+    prior = torch.randn(n, z_dim, generator=torch.Generator(device).manual_seed(EVAL_SEED + 2),
+                        device=device)
+    if dataset.is_image:
+        heldout = dataset.heldout(n)
+        labels = getattr(dataset, "heldout_labels", None)
+        labels = labels[: len(heldout)] if labels is not None else None
+        train = dataset.reference(4000) if labels is not None else None
+        train_labels = dataset.train_labels[: len(train)] if train is not None else None
+        metrics = objective.extra_metrics(nets, heldout, prior, train, labels, train_labels)
+    else:
+        heldout = dataset.sample(n, torch.Generator(device).manual_seed(EVAL_SEED + 1))
+        metrics = objective.extra_metrics(nets, heldout, prior)
+    images, figures = {}, {}
+    if pictures:
+        from igm_cli.plots import codes_figure, reconstruction_figure
+
+        k = min(32, len(heldout))
+        x_rec = objective.reconstruct(nets, heldout[:k if dataset.is_image else 300])
+        if dataset.is_image:
+            pairs = torch.stack([heldout[:k], x_rec], dim=1).flatten(0, 1)  # x1, x̂1, x2, x̂2...
+            images["reconstructions"] = image_grid(pairs, nrow=8)
+        elif heldout.shape[1] <= 2:
+            figures["reconstructions"] = reconstruction_figure(heldout[:300], x_rec)
+        was = nets.training
+        nets.eval()
+        codes = nets.encoder(heldout[:1000])
+        nets.train(was)
+        figures["codes"] = codes_figure(codes, prior[:1000])
+    return metrics, images, figures

@@ -82,3 +82,58 @@ def save_samples_png(samples: torch.Tensor, run: str, out) -> None:
     fig = samples_figure(real, samples)
     fig.savefig(out)
     plt.close(fig)
+
+
+@torch.no_grad()
+def reconstruction_figure(x, x_rec):
+    """Arrows from each input x to its reconstruction G(E(x)) (2D points; 1D drawn on a line)."""
+    x, x_rec = x.float().cpu(), x_rec.float().cpu()
+    if x.shape[1] == 1:
+        zero = torch.zeros_like(x)
+        x, x_rec = torch.cat([x, zero], 1), torch.cat([x_rec, zero], 1)
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=80)
+    d = x_rec - x
+    ax.quiver(x[:, 0], x[:, 1], d[:, 0], d[:, 1], angles="xy", scale_units="xy", scale=1,
+              width=0.003, color="C1", alpha=0.7)
+    ax.scatter(x[:, 0], x[:, 1], s=4, color="grey", label="input x")
+    ax.scatter(x_rec[:, 0], x_rec[:, 1], s=4, color="C1", label="G(E(x))")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def codes_figure(codes, prior):
+    """The first two code dimensions of E(x) against prior draws z ~ N(0, I)."""
+    codes, prior = codes.float().cpu(), prior.float().cpu()
+    if codes.shape[1] == 1:
+        codes = torch.cat([codes, torch.zeros_like(codes)], 1)
+        prior = torch.cat([prior, torch.zeros_like(prior)], 1)
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=80)
+    ax.scatter(prior[:, 0], prior[:, 1], s=3, color="grey", alpha=0.5, label="prior z")
+    ax.scatter(codes[:, 0], codes[:, 1], s=3, color="C0", alpha=0.6, label="codes E(x)")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_reconstructions_png(x, x_rec, out) -> None:
+    """`igm reconstruct out=FILE.png`: input beside reconstruction (images), arrows (points)."""
+    if x.dim() == 4:
+        from torchvision.utils import save_image
+
+        from igm_cli.evaluate import image_grid
+
+        pairs = torch.stack([x, x_rec], dim=1).flatten(0, 1)
+        save_image(image_grid(pairs, nrow=2 * max(1, math.ceil(math.sqrt(len(x))))), out)
+        return
+    if x.shape[1] > 2:
+        from igm_cli.errors import IgmError
+
+        raise IgmError(f"out=*.png draws images or 1D/2D points; these inputs have shape "
+                       f"{tuple(x.shape[1:])}: use out=FILE.npy")
+    fig = reconstruction_figure(x, x_rec)
+    fig.savefig(out)
+    plt.close(fig)

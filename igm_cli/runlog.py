@@ -76,7 +76,7 @@ class RunLog:
                   flush=True)
 
     def evaluation(self, step: int, metrics: dict[str, float], figure=None,
-                   images: dict | None = None) -> None:
+                   images: dict | None = None, figures: dict | None = None) -> None:
         """Metrics to TensorBoard (metrics/NAME), metrics.jsonl and the console; ``figure``
         (a matplotlib figure) and ``images`` ({tag: [3, H, W] grid in [0, 1]}) to TensorBoard."""
         if not self.enabled:
@@ -86,6 +86,8 @@ class RunLog:
             self.writer.add_figure("samples", figure, step, close=True)
         for tag, grid in (images or {}).items():
             self.writer.add_image(tag, grid, step)
+        for tag, fig in (figures or {}).items():
+            self.writer.add_figure(tag, fig, step, close=True)
         with open(self.metrics_file, "a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
         text = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())

@@ -33,3 +33,37 @@ def load_generator(run: str, device_name: str = "cpu"):
                                    if k.startswith(prefix)})
     generator.to(device).eval()
     return generator, arch.z_dim, device
+
+
+def load_reconstructor(run: str, device_name: str = "cpu"):
+    """``reconstruct(n) -> (x, G(E(x)))`` for the first n held-out inputs of the run's data set
+    (toy sets: n fresh points with the evaluation's fixed seed), from the trained encoder and
+    generator (not the EMA: the encoder was trained with this generator)."""
+    import torch
+
+    from igm_cli.data import build_dataset
+    from igm_cli.errors import IgmError
+    from igm_cli.evaluate import EVAL_SEED
+
+    checkpoint = load_checkpoint(run)
+    cfg = OmegaConf.create(checkpoint["config"])
+    device = resolve_device(device_name)
+    objective = build_objective(cfg)
+    if "encoder" not in objective.networks:
+        raise IgmError(f"model '{cfg.model.name}' has no encoder, so nothing to reconstruct; "
+                       f"models with one: alpha_gan")
+    arch = build_arch(cfg.arch)
+    shape = tuple(checkpoint["data_shape"])
+    nets = torch.nn.ModuleDict({role: arch.build(role, shape) for role in objective.networks})
+    nets.load_state_dict(checkpoint["nets"])
+    nets.to(device).eval()
+    dataset = build_dataset(cfg.dataset, device)
+
+    def reconstruct(n: int):
+        if dataset.is_image:
+            x = dataset.heldout(n)
+        else:
+            x = dataset.sample(n, torch.Generator(device).manual_seed(EVAL_SEED + 1))
+        return x, objective.reconstruct(nets, x)
+
+    return reconstruct

@@ -16,7 +16,14 @@ from igm_cli import __version__
 from igm_cli.build import build, lr_factor
 from igm_cli.checkpoint import FORMAT, load_checkpoint, save_atomic
 from igm_cli.errors import IgmError
-from igm_cli.evaluate import EVAL_SEED, ImageEvaluator, evaluate, generate, image_grid
+from igm_cli.evaluate import (
+    EVAL_SEED,
+    ImageEvaluator,
+    autoencoder_extras,
+    evaluate,
+    generate,
+    image_grid,
+)
 from igm_cli.plots import samples_figure
 from igm_cli.runlog import RunLog, StepTimer
 
@@ -69,22 +76,28 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
         log.message(f"igm: {evaluator.unavailable}")
 
     def run_evaluation() -> dict:
+        figures, grids = {}, {}
         if images:
             metrics = evaluator(state.sampler, parts.z_dim, cfg.eval.n_samples)
-            grids = {"samples": image_grid(generate(state.sampler, cfg.eval.grid, parts.z_dim,
-                                                    EVAL_SEED, parts.device))}
+            grids["samples"] = image_grid(generate(state.sampler, cfg.eval.grid, parts.z_dim,
+                                                   EVAL_SEED, parts.device))
             if not real_logged:
                 grids["real"] = image_grid(dataset.reference(cfg.eval.grid))
                 real_logged.append(True)  # once per process
-            log.evaluation(state.step, metrics, images=grids)
-            return metrics
-        metrics, fake, real = evaluate(state.sampler, dataset, parts.z_dim, cfg.eval.n_samples,
-                                       parts.device)
-        figure = None
-        if cfg.eval.plot and dataset.dim <= 2:
-            critic = state.nets["critic"] if "critic" in state.nets else None
-            figure = samples_figure(real, fake, critic)
-        log.evaluation(state.step, metrics, figure)
+        else:
+            metrics, fake, real = evaluate(state.sampler, dataset, parts.z_dim,
+                                           cfg.eval.n_samples, parts.device)
+            if cfg.eval.plot and dataset.dim <= 2:
+                critic = state.nets["critic"] if "critic" in state.nets else None
+                figures["samples"] = samples_figure(real, fake, critic)
+        if hasattr(objective, "extra_metrics"):  # models with an encoder (Alpha-GAN)
+            extra, extra_images, extra_figures = autoencoder_extras(
+                objective, state.nets, dataset, parts.z_dim, cfg.eval.n_samples, parts.device,
+                pictures=cfg.eval.plot)
+            metrics = {**metrics, **extra}
+            grids.update(extra_images)
+            figures.update(extra_figures)
+        log.evaluation(state.step, metrics, images=grids, figures=figures)
         return metrics
 
     # Speed switches (GPU): autocast, torch.compile, channels_last. The compiled modules share
