@@ -147,9 +147,10 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
             pending.append(torch.stack(list(losses.values())))
 
             done = state.step == total
-            log_now = state.step % cfg.train.log_every == 0 or done or stop["signal"]
+            signalled = stop["signal"]  # read once: a signal arriving later waits for the next step
+            log_now = state.step % cfg.train.log_every == 0 or done or signalled
             eval_now = state.step % cfg.eval.every == 0 or done
-            ckpt_now = state.step % cfg.ckpt.every == 0 or done or stop["signal"]
+            ckpt_now = state.step % cfg.ckpt.every == 0 or done or signalled
             if log_now or eval_now or ckpt_now:
                 bad = first_nonfinite(pending, state.step - len(pending) + 1, losses)
                 pending.clear()
@@ -174,9 +175,9 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
                 keep = cfg.ckpt.keep_every and state.step % cfg.ckpt.keep_every == 0
                 save_checkpoint(run_dir / "checkpoints" / f"step_{state.step:07d}.pt"
                                 if keep else None)
-            if stop["signal"]:
+            if signalled:
                 status = "interrupted"
-                name = signal.Signals(stop["signal"]).name
+                name = signal.Signals(signalled).name
                 note = f"stopped by {name} at step {state.step}; resume with resume={run_dir}"
                 break
 

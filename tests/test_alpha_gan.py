@@ -124,3 +124,17 @@ def test_reconstruct_cli(tmp_path):
         assert image.size == (4 * 34 + 2, 2 * 34 + 2)
     result = run_igm(["reconstruct", f"run={tmp_path / 'img'}", "out=x.txt"], tmp_path)
     assert result.returncode == 2 and "must end in .npy or .png" in result.stderr
+
+
+def test_nonsaturating_variant_and_bad_name():
+    nets, model = hand_made(), AlphaGAN(lambda_rec=0.0, adversarial="nonsaturating")
+    code, x_gen = X / 2, 2 * Z + 0.1
+    assert model.encoder_loss(nets, X, Z).item() == pytest.approx(
+        F.softplus(-code.sum(1)).mean().item())  # -log C(E(x))
+    d = lambda x: x[:, 0] - x[:, 1]  # noqa: E731
+    assert model.generator_loss(nets, X, Z).item() == pytest.approx(
+        (F.softplus(-d(X + 0.1)).mean() + F.softplus(-d(x_gen)).mean()).item())
+    from igm_cli.errors import IgmError
+
+    with pytest.raises(IgmError, match="unknown model.adversarial 'log'; choose from: ratio"):
+        AlphaGAN(adversarial="log")

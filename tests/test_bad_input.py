@@ -17,7 +17,7 @@ def assert_one_line_error(result, *needles):
 
 
 @pytest.mark.parametrize("args, needles", [
-    (["bogus"], ["'bogus'", "train, estimate, sample, list"]),
+    (["bogus"], ["'bogus'", "train, estimate, sample, eval, reconstruct, list"]),
     (["train", "model=wgann"], ["model 'wgann'", "gan, gan_minimax"]),
     (["train", "dataset=ring9"], ["dataset 'ring9'", "grid25", "ring8"]),
     (["train", "arch=transformer"], ["arch 'transformer'", "mlp"]),

@@ -46,7 +46,7 @@ def test_every_model_takes_steps_on_images(tmp_path, model, arch, dataset):
     summary = run(tmp_path, [f"model={model}", f"arch={arch}", f"dataset={dataset}",
                              "train.steps=2", "eval.every=2", *TINY, *extra])
     assert summary["status"] == "completed", summary
-    assert set(summary["metrics"]) == {"fid", "kid", "kid_std"}
+    assert {"fid", "kid", "kid_std"} <= set(summary["metrics"])  # alpha_gan adds rec, code_mmd
     assert all(math.isfinite(v) for v in summary["metrics"].values())
     checkpoint = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
     channels = 3 if dataset == "fake" else 1

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from igm_cli.errors import IgmError
 from igm_cli.objectives.base import Objective, Phase, r1_penalty
 from igm_cli.registry import MODELS
 
@@ -38,13 +39,24 @@ class AlphaGAN(Objective):
       D          -log D(x) - log(1 - D(G(E(x)))) - log(1 - D(G(z)))
       C          -log C(z) - log(1 - C(E(x)))
     λ = ``lambda_rec``; ``r1_gamma`` > 0 adds the zero-centred penalty on D at real data (not
-    in the paper; off by default)."""
+    in the paper; off by default). ``adversarial="nonsaturating"`` replaces each -logit term
+    -log(D/(1-D)) by GAN's -log D (same sign of gradient, bounded below), for stability."""
 
     networks = ("generator", "encoder", "critic", "code_critic")
 
-    def __init__(self, lambda_rec: float = 10.0, r1_gamma: float = 0.0):
+    def __init__(self, lambda_rec: float = 10.0, r1_gamma: float = 0.0,
+                 adversarial: str = "ratio"):
+        if adversarial not in ("ratio", "nonsaturating"):
+            raise IgmError(f"unknown model.adversarial '{adversarial}'; choose from: ratio, "
+                           "nonsaturating")
         self.lambda_rec = lambda_rec
         self.r1_gamma = r1_gamma
+        self.adversarial = adversarial
+
+    def fool(self, logits: Tensor) -> Tensor:
+        """The term that rewards being taken for real: -log(D/(1-D)) = -logit (the density
+        ratio trick, the paper's) or -log D = softplus(-logit)."""
+        return -logits.mean() if self.adversarial == "ratio" else F.softplus(-logits).mean()
 
     def phases(self) -> list[Phase]:
         return [
@@ -57,7 +69,7 @@ class AlphaGAN(Objective):
     def encoder_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
         code = nets.encoder(real)
         rec = l1_reconstruction(real, nets.generator(code))
-        return self.lambda_rec * rec - nets.code_critic(code).mean()  # fool C: -log(C/(1-C))
+        return self.lambda_rec * rec + self.fool(nets.code_critic(code))  # fool C
 
     def generator_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
         with torch.no_grad():
@@ -65,7 +77,8 @@ class AlphaGAN(Objective):
         x_rec, x_gen = nets.generator(code), nets.generator(z)
         rec = l1_reconstruction(real, x_rec)
         # synthetic likelihood: -log(D/(1-D)) on reconstructions and on samples
-        return self.lambda_rec * rec - nets.critic(x_rec).mean() - nets.critic(x_gen).mean()
+        return (self.lambda_rec * rec + self.fool(nets.critic(x_rec))
+                + self.fool(nets.critic(x_gen)))
 
     def critic_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
         with torch.no_grad():
