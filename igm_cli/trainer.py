@@ -108,8 +108,10 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     if channels_last:
         state.nets.to(memory_format=torch.channels_last)
     nets = state.nets
-    if cfg.train.compile:
-        nets = torch.nn.ModuleDict({k: torch.compile(v) for k, v in state.nets.items()})
+    if cfg.train.compile:  # critics stay eager: their penalties need double backward, which
+        # compiled graphs do not support ("requires create_graph=False")
+        nets = torch.nn.ModuleDict({k: v if k.endswith("critic") else torch.compile(v)
+                                    for k, v in state.nets.items()})
 
     status, metrics, note = "completed", {}, ""
     pending: list[torch.Tensor] = []  # per-step losses since the last finiteness check

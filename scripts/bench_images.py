@@ -68,7 +68,9 @@ def main() -> None:
             done = subprocess.run(cmd, capture_output=True, text=True)
             wall = time.time() - started
             if done.returncode != 0:
-                error = (done.stderr.strip().splitlines() or ["?"])[-1]
+                lines = [ln for ln in done.stderr.strip().splitlines()
+                         if ln.strip() and "HYDRA_FULL_ERROR" not in ln] or ["?"]
+                error = lines[-1]
                 results.append({"config": name, "error": error})
                 print(f"{name:28s} failed: {error}", flush=True)
                 continue

@@ -155,3 +155,13 @@ def test_image_bad_input(tmp_path, overrides, needle):
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("igm: error: ") and needle in lines[0], lines
     assert not (tmp_path / "outputs").exists()
+
+
+def test_compile_with_a_gradient_penalty(tmp_path):
+    """train.compile=true compiles the generator; critics stay eager because R1 / GP need
+    double backward. The checkpoint keeps the plain module names."""
+    summary = run(tmp_path, ["model=wgan_gp", "arch=dcgan", "dataset=fake", *SMALL_FAKE,
+                             "train.compile=true", "train.steps=2", "eval.every=2", *TINY])
+    assert summary["status"] == "completed"
+    state = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
+    assert not any("_orig_mod" in key for key in state["nets"])
