@@ -68,7 +68,7 @@ class GMMN(Objective):
 # Binkowski, Sutherland, Arbel, Gretton 2018, "Demystifying MMD GANs": MMD GAN with a
 # rational-quadratic mixture on learned features and a gradient penalty on the witness function.
 
-@MODELS.register("mmd_gan", "MMD GAN: RQ-kernel MMD² on critic features, witness gradient penalty")
+@MODELS.register("mmd_gan", "MMD GAN: kernel MMD² on critic features, witness gradient penalty")
 class MMDGAN(Objective):
     """MMD GAN, the Binkowski et al. 2018 variant rather than Li et al. 2017's clipped one.
 
