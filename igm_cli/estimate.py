@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
@@ -266,14 +267,20 @@ def make_critic(cfg: DictConfig, p, q, rng: torch.Generator, device: torch.devic
 # ----------------------------------------------------------------------------
 # What the critic is trained on, and how the trained critic becomes an estimate.
 
-class Fit:
+class Fit(ABC):
     """One estimator: ``train_step`` gives (loss to minimise, value to log) on a batch of P and
     one of Q; ``evaluate`` gives (estimate, critic_error, note) on n fresh samples of each."""
 
     tag = "estimate/bound"  # the TensorBoard tag of the logged training value
 
+    @abstractmethod
     def train_step(self, critic, x_p, x_q) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """(loss, logged value) on one batch of P and one of Q."""
+
+    @abstractmethod
+    def evaluate(self, critic, p, q, n: int, rng: torch.Generator
+                 ) -> tuple[float, float | None, str]:
+        """(estimate, critic_error or None, note) on n fresh samples of P and of Q."""
 
     @staticmethod
     @torch.no_grad()
