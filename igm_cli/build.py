@@ -137,11 +137,9 @@ def check_image_metrics(cfg: DictConfig) -> None:
 
     if cfg.dataset.name not in IMAGE_SETS:
         return
-    from igm_cli.metrics.images import FEATURES, METRIC_NAMES
+    from igm_cli.metrics.images import FEATURES, check_metric_names
 
-    for name in cfg.eval.get("metrics") or []:
-        if name not in METRIC_NAMES:
-            raise IgmError(f"unknown image metric '{name}'; choose from: {', '.join(METRIC_NAMES)}")
+    check_metric_names(cfg.eval.get("metrics") or [])
     FEATURES.get(cfg.eval.get("features", "inception"))
 
 

@@ -101,6 +101,14 @@ def sample_usage() -> str:
             "scatter plot over the data (1D/2D data). The same seed gives the same samples.")
 
 
+def parse_out(value: str) -> Path:
+    """`out=` of igm sample / reconstruct: a .npy array or a .png picture."""
+    out = Path(value)
+    if out.suffix not in (".npy", ".png"):
+        raise IgmError(f"out '{out}' must end in .npy or .png; choose from: .npy, .png")
+    return out
+
+
 def parse_int(name: str, value, minimum: int) -> int:
     try:
         number = int(value)
@@ -114,6 +122,7 @@ def parse_int(name: str, value, minimum: int) -> int:
 def sample_command(args: list[str]) -> int:
     import numpy as np
 
+    from igm_cli.checkpoint import load_checkpoint
     from igm_cli.sampling import load_sampler
 
     if "-h" in args or "--help" in args:
@@ -125,18 +134,16 @@ def sample_command(args: list[str]) -> int:
         raise IgmError("igm sample needs run=RUN_DIR and out=FILE.npy (see igm sample --help)")
     n = parse_int("n", opts["n"], 1)
     seed = parse_int("seed", opts["seed"], 0)
-    out = Path(opts["out"])
-    if out.suffix not in (".npy", ".png"):
-        raise IgmError(f"out '{out}' must end in .npy or .png; choose from: .npy, .png")
-    sampler = load_sampler(opts["run"], opts["device"])
-    samples = sampler(n, seed).float().cpu()
+    out = parse_out(opts["out"])
+    checkpoint = load_checkpoint(opts["run"])
+    samples = load_sampler(opts["run"], opts["device"], checkpoint)(n, seed).float().cpu()
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
         np.save(out, samples.numpy().astype(np.float32))
     else:
         from igm_cli.plots import save_samples_png
 
-        save_samples_png(samples, opts["run"], out)
+        save_samples_png(samples, checkpoint["config"]["dataset"], out)
     print(f"wrote {n} samples of shape {tuple(samples.shape[1:])} to {out}")
     return 0
 
@@ -166,25 +173,17 @@ def reconstruct_command(args: list[str]) -> int:
         raise IgmError("igm reconstruct needs run=RUN_DIR and out=FILE.png or FILE.npy "
                        "(see igm reconstruct --help)")
     n = parse_int("n", opts["n"], 1)
-    out = Path(opts["out"])
-    if out.suffix not in (".npy", ".png"):
-        raise IgmError(f"out '{out}' must end in .npy or .png; choose from: .npy, .png")
+    out = parse_out(opts["out"])
     x, x_rec = load_reconstructor(opts["run"], opts["device"])(n)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
-        np.save(out, torch_stack_numpy(x, x_rec))
+        np.save(out, np.stack([x.float().cpu().numpy(), x_rec.float().cpu().numpy()]))
     else:
         from igm_cli.plots import save_reconstructions_png
 
         save_reconstructions_png(x, x_rec, out)
     print(f"wrote {len(x)} inputs and their reconstructions to {out}")
     return 0
-
-
-def torch_stack_numpy(x, x_rec):
-    import torch
-
-    return torch.stack([x, x_rec]).float().cpu().numpy()
 
 
 # ---------------------------------------------------------------------------- igm eval

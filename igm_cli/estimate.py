@@ -140,11 +140,14 @@ def check_number(value, key: str, minimum: float, strict: bool = False) -> None:
         raise IgmError(f"{key} must be a finite number {bound}, got {value!r}")
 
 
-def exact_for(name: str, p, q) -> tuple[float, str]:
-    """(exact value, method). W1 from exact.wasserstein1; D_f(P||Q) from exact.exact_value, or
-    with parallel lines: f(1) on one line, else f(0) + f'(∞)."""
+def exact_for(name: str, p, q, bandwidths=None) -> tuple[float, str]:
+    """(exact value, method). W1 from exact.wasserstein1, MMD² (RBF ``bandwidths``) from
+    exact.mmd2_rbf; D_f(P||Q) from exact.exact_value, or with parallel lines: f(1) on one
+    line, else f(0) + f'(∞)."""
     if name == "wasserstein":
         return wasserstein1(p, q)
+    if name == "mmd":
+        return mmd2_rbf(p, q, list(bandwidths))
     if not (isinstance(p, ParallelLines) or isinstance(q, ParallelLines)):
         return exact_value(name, p, q, n_samples=EXACT_MC_SAMPLES)
     if singular(p, q):
@@ -158,13 +161,17 @@ def singular(p, q) -> bool:
     return any(lines) and not (all(lines) and p.theta == q.theta)
 
 
-def optimal_critic(div: Divergence, p, q, x: torch.Tensor) -> torch.Tensor:
-    """T*(x) = f'(p(x)/q(x)) at samples x of Q (float64); p/q = 0 there when P, Q are singular."""
+def density_ratio(p, q, x: torch.Tensor) -> torch.Tensor:
+    """p(x)/q(x) at samples x of Q (float64): 0 there when P and Q are mutually singular, 1 for
+    the same line twice."""
     if isinstance(p, ParallelLines) or isinstance(q, ParallelLines):
-        ratio = torch.full(x.shape[:1], 0.0 if singular(p, q) else 1.0, dtype=torch.float64)
-    else:
-        ratio = torch.exp(p.log_prob(x) - q.log_prob(x))
-    return div.f_prime(ratio)
+        return torch.full(x.shape[:1], 0.0 if singular(p, q) else 1.0, dtype=torch.float64)
+    return torch.exp(p.log_prob(x) - q.log_prob(x))
+
+
+def optimal_critic(div: Divergence, p, q, x: torch.Tensor) -> torch.Tensor:
+    """T*(x) = f'(p(x)/q(x)) at samples x of Q (float64)."""
+    return div.f_prime(density_ratio(p, q, x))
 
 
 def infinite_reason(name: str, p, q) -> str:
@@ -183,10 +190,7 @@ def estimate(cfg: DictConfig, run_dir: Path) -> dict:
     name = cfg.divergence.name
     p, q = build_pair(cfg)
     device = setup_device(cfg.device, cfg.train.threads)
-    if name == "mmd":
-        exact, exact_method = mmd2_rbf(p, q, list(cfg.divergence.bandwidths))
-    else:
-        exact, exact_method = exact_for(name, p, q)
+    exact, exact_method = exact_for(name, p, q, cfg.divergence.get("bandwidths"))
     finite = math.isfinite(exact)
     print(f"estimating {name}(P, Q), P = {cfg.p.name}, Q = {cfg.q.name}, dimension {p.dim}: "
           f"exact {exact:.6g} ({exact_method})", flush=True)
@@ -338,11 +342,7 @@ class RatioFit(Fit):
         x_q, v_q = self.outputs(critic, q, n, rng)
         r = self.ratio(v_q)
         value = float(self.div.f(r).mean())
-        if isinstance(p, ParallelLines) or isinstance(q, ParallelLines):
-            exact_r = torch.full_like(r, 0.0 if singular(p, q) else 1.0)
-        else:
-            exact_r = torch.exp(p.log_prob(x_q) - q.log_prob(x_q))
-        return value, float(((r - exact_r) ** 2).mean()), ""
+        return value, float(((r - density_ratio(p, q, x_q)) ** 2).mean()), ""
 
 
 class WassersteinDual(Fit):

@@ -55,20 +55,14 @@ def image_grid(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
 
 class ImageEvaluator:
     """FID/KID/IS for image runs. When the feature extractor cannot be had (Inception weights
-    missing, no download), ``unavailable`` holds the one-line reason and evaluations return
-    no metrics: training goes on."""
+    missing, no download), ``warn`` gets one line and evaluations return no metrics: training
+    goes on."""
 
-    def __init__(self, names, features: str, weights: str | None, dataset, device):
-        from igm_cli.metrics.images import FeaturesUnavailable, ImageMetrics
+    def __init__(self, names, features: str, weights: str | None, dataset, device, warn=print):
+        from igm_cli.metrics.images import make_image_metrics
 
-        self.dataset, self.device = dataset, device
-        self.metrics, self.unavailable, self.real_ready = None, "", False
-        if not names:
-            return
-        try:
-            self.metrics = ImageMetrics(list(names), features, weights, device)
-        except FeaturesUnavailable as exc:
-            self.unavailable = f"{exc}; training goes on without {', '.join(names)}"
+        self.dataset, self.device, self.real_ready = dataset, device, False
+        self.metrics = make_image_metrics(list(names or []), features, weights, device, warn=warn)
 
     @torch.no_grad()
     def __call__(self, generator: nn.Module, z_dim: int, n: int) -> dict:
@@ -100,7 +94,7 @@ def evaluate_run(run: str, names, n: int, features: str | None, weights: str | N
     cfg = OmegaConf.create(checkpoint["config"])
     device = resolve_device(device_name)
     dataset = build_dataset(cfg.dataset, device)
-    generator, z_dim, _ = load_generator(run, str(device))
+    generator, z_dim, _ = load_generator(run, str(device), checkpoint)
     if dataset.is_image:
         from igm_cli.metrics.images import ImageMetrics
 
@@ -132,6 +126,14 @@ def evaluate_run(run: str, names, n: int, features: str | None, weights: str | N
 
 
 
+def heldout_points(dataset, n: int, device) -> torch.Tensor:
+    """Inputs never trained on: the first n held-out images, or for toy sets n fresh points
+    drawn with a fixed seed (the same at every evaluation and in `igm reconstruct`)."""
+    if dataset.is_image:
+        return dataset.heldout(n)
+    return dataset.sample(n, torch.Generator(device).manual_seed(EVAL_SEED + 1))
+
+
 @torch.no_grad()
 def autoencoder_extras(objective, nets: nn.ModuleDict, dataset, z_dim: int, n: int, device,
                        pictures: bool = True) -> tuple[dict, dict, dict]:
@@ -140,15 +142,14 @@ def autoencoder_extras(objective, nets: nn.ModuleDict, dataset, z_dim: int, n: i
     beside reconstructions, codes against the prior."""
     prior = torch.randn(n, z_dim, generator=torch.Generator(device).manual_seed(EVAL_SEED + 2),
                         device=device)
+    heldout = heldout_points(dataset, n, device)
     if dataset.is_image:
-        heldout = dataset.heldout(n)
         labels = getattr(dataset, "heldout_labels", None)
         labels = labels[: len(heldout)] if labels is not None else None
         train = dataset.reference(4000) if labels is not None else None
         train_labels = dataset.train_labels[: len(train)] if train is not None else None
         metrics = objective.extra_metrics(nets, heldout, prior, train, labels, train_labels)
     else:
-        heldout = dataset.sample(n, torch.Generator(device).manual_seed(EVAL_SEED + 1))
         metrics = objective.extra_metrics(nets, heldout, prior)
     images, figures = {}, {}
     if pictures:
@@ -161,9 +162,5 @@ def autoencoder_extras(objective, nets: nn.ModuleDict, dataset, z_dim: int, n: i
             images["reconstructions"] = image_grid(pairs, nrow=8)
         elif heldout.shape[1] <= 2:
             figures["reconstructions"] = reconstruction_figure(heldout[:300], x_rec)
-        was = nets.training
-        nets.eval()
-        codes = nets.encoder(heldout[:1000])
-        nets.train(was)
-        figures["codes"] = codes_figure(codes, prior[:1000])
+        figures["codes"] = codes_figure(objective.encode(nets, heldout[:1000]), prior[:1000])
     return metrics, images, figures

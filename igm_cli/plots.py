@@ -57,7 +57,7 @@ def _critic_on(critic, points):
     return out
 
 
-def save_samples_png(samples: torch.Tensor, run: str, out) -> None:
+def save_samples_png(samples: torch.Tensor, dataset_cfg, out) -> None:
     """`igm sample out=FILE.png`: an image grid for image samples [N, C, H, W]; for points
     (1D/2D) a plot of the samples over fresh data of the run's data set."""
     if samples.dim() == 4:
@@ -74,23 +74,25 @@ def save_samples_png(samples: torch.Tensor, run: str, out) -> None:
                        f"{tuple(samples.shape[1:])}: use out=FILE.npy")
     from omegaconf import OmegaConf
 
-    from igm_cli.checkpoint import load_checkpoint
     from igm_cli.data import build_dataset
 
-    cfg = OmegaConf.create(load_checkpoint(run)["config"])
-    real = build_dataset(cfg.dataset, "cpu").sample(len(samples), torch.Generator().manual_seed(0))
+    data = build_dataset(OmegaConf.create(dataset_cfg), "cpu")
+    real = data.sample(len(samples), torch.Generator().manual_seed(0))
     fig = samples_figure(real, samples)
     fig.savefig(out)
     plt.close(fig)
 
 
+def _on_plane(points: torch.Tensor) -> torch.Tensor:
+    """Float CPU points [n, >= 2]; 1-D points get a zero second coordinate."""
+    points = points.float().cpu()
+    return torch.cat([points, torch.zeros_like(points)], 1) if points.shape[1] == 1 else points
+
+
 @torch.no_grad()
 def reconstruction_figure(x, x_rec):
     """Arrows from each input x to its reconstruction G(E(x)) (2D points; 1D drawn on a line)."""
-    x, x_rec = x.float().cpu(), x_rec.float().cpu()
-    if x.shape[1] == 1:
-        zero = torch.zeros_like(x)
-        x, x_rec = torch.cat([x, zero], 1), torch.cat([x_rec, zero], 1)
+    x, x_rec = _on_plane(x), _on_plane(x_rec)
     fig, ax = plt.subplots(figsize=(5, 5), dpi=80)
     d = x_rec - x
     ax.quiver(x[:, 0], x[:, 1], d[:, 0], d[:, 1], angles="xy", scale_units="xy", scale=1,
@@ -106,10 +108,7 @@ def reconstruction_figure(x, x_rec):
 @torch.no_grad()
 def codes_figure(codes, prior):
     """The first two code dimensions of E(x) against prior draws z ~ N(0, I)."""
-    codes, prior = codes.float().cpu(), prior.float().cpu()
-    if codes.shape[1] == 1:
-        codes = torch.cat([codes, torch.zeros_like(codes)], 1)
-        prior = torch.cat([prior, torch.zeros_like(prior)], 1)
+    codes, prior = _on_plane(codes), _on_plane(prior)
     fig, ax = plt.subplots(figsize=(5, 5), dpi=80)
     ax.scatter(prior[:, 0], prior[:, 1], s=3, color="grey", alpha=0.5, label="prior z")
     ax.scatter(codes[:, 0], codes[:, 1], s=3, color="C0", alpha=0.6, label="codes E(x)")

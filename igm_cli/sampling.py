@@ -9,17 +9,17 @@ from igm_cli.checkpoint import load_checkpoint
 from igm_cli.evaluate import generate
 
 
-def load_sampler(run: str, device_name: str = "cpu"):
+def load_sampler(run: str, device_name: str = "cpu", checkpoint: dict | None = None):
     """Returns ``sample(n, seed) -> Tensor [n, *data shape]`` from the EMA generator when the
     run kept one, else from the generator."""
-    generator, z_dim, device = load_generator(run, device_name)
+    generator, z_dim, device = load_generator(run, device_name, checkpoint)
     return lambda n, seed: generate(generator, n, z_dim, seed, device)
 
 
-def load_generator(run: str, device_name: str = "cpu"):
-    """(generator module in eval mode, z_dim, device) from a run's checkpoint: the EMA weights
-    when the run kept them."""
-    checkpoint = load_checkpoint(run)
+def load_generator(run: str, device_name: str = "cpu", checkpoint: dict | None = None):
+    """(generator module in eval mode, z_dim, device) from a run's checkpoint (``checkpoint``
+    when the caller has loaded it already): the EMA weights when the run kept them."""
+    checkpoint = checkpoint or load_checkpoint(run)
     cfg = OmegaConf.create(checkpoint["config"])
     device = resolve_device(device_name)
     arch = build_arch(cfg.arch)
@@ -43,7 +43,7 @@ def load_reconstructor(run: str, device_name: str = "cpu"):
 
     from igm_cli.data import build_dataset
     from igm_cli.errors import IgmError
-    from igm_cli.evaluate import EVAL_SEED
+    from igm_cli.evaluate import heldout_points
 
     checkpoint = load_checkpoint(run)
     cfg = OmegaConf.create(checkpoint["config"])
@@ -60,10 +60,7 @@ def load_reconstructor(run: str, device_name: str = "cpu"):
     dataset = build_dataset(cfg.dataset, device)
 
     def reconstruct(n: int):
-        if dataset.is_image:
-            x = dataset.heldout(n)
-        else:
-            x = dataset.sample(n, torch.Generator(device).manual_seed(EVAL_SEED + 1))
+        x = heldout_points(dataset, n, device)
         return x, objective.reconstruct(nets, x)
 
     return reconstruct

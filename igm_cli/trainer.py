@@ -69,21 +69,20 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
             if step_file is not None:
                 save_atomic(payload, step_file)
 
-    images, real_logged = dataset.is_image, []
+    images, real_logged = dataset.is_image, False
     evaluator = (ImageEvaluator(cfg.eval.metrics, cfg.eval.features, cfg.eval.weights, dataset,
-                                parts.device) if images else None)
-    if evaluator is not None and evaluator.unavailable:
-        log.message(f"igm: {evaluator.unavailable}")
+                                parts.device, warn=log.message) if images else None)
 
     def run_evaluation() -> dict:
+        nonlocal real_logged
         figures, grids = {}, {}
         if images:
             metrics = evaluator(state.sampler, parts.z_dim, cfg.eval.n_samples)
             grids["samples"] = image_grid(generate(state.sampler, cfg.eval.grid, parts.z_dim,
                                                    EVAL_SEED, parts.device))
-            if not real_logged:
+            if not real_logged:  # once per process
                 grids["real"] = image_grid(dataset.reference(cfg.eval.grid))
-                real_logged.append(True)  # once per process
+                real_logged = True
         else:
             metrics, fake, real = evaluate(state.sampler, dataset, parts.z_dim,
                                            cfg.eval.n_samples, parts.device)

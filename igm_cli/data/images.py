@@ -127,14 +127,12 @@ class TensorImages(ImageData):
 class LoaderImages(ImageData):
     """A torchvision-style data set streamed through a DataLoader (shuffled, endless)."""
 
-    def __init__(self, train_set, heldout_set, shape, device, batch_size: int = 256,
-                 workers: int = 4):
+    def __init__(self, train_set, heldout_set, shape, device, workers: int = 4):
         super().__init__(shape, device)
         self.train_set, self.heldout_set = train_set, heldout_set
         self.workers = workers
         self._iter = None
-        self._batch = batch_size
-        self._loader_batch = None
+        self._loader_batch = None  # the batch size the current loader was made for
 
     def _loader(self, batch: int, generator: torch.Generator):
         from torch.utils.data import DataLoader
@@ -290,7 +288,7 @@ def _image_transform(resolution: int, crop: int | None = None):
     return transforms.Compose(steps)
 
 
-def _loader_or_tensor(name, train_set, heldout_set, resolution, channels, on_device, device,
+def _loader_or_tensor(train_set, heldout_set, resolution, channels, on_device, device,
                       workers):
     if str(on_device).lower() == "true":
         def stack(split):
@@ -316,7 +314,7 @@ def celeba(root: str | None = None, download: bool = True, resolution: int = 64,
     except Exception as exc:
         raise _download_error("celeba", root, exc, "place img_align_celeba/ and the list_*.txt "
                               "files of CelebA in ROOT/celeba") from None
-    return _loader_or_tensor("celeba", train, test, resolution, 3, on_device, device, workers)
+    return _loader_or_tensor(train, test, resolution, 3, on_device, device, workers)
 
 
 @DATASETS.register("image_folder", "your own images: every image file under dataset.path")
@@ -357,5 +355,5 @@ def image_folder(path: str | None = None, resolution: int = 64, channels: int = 
     train, test = Files(files[:-heldout] if heldout else files), Files(files[-heldout:] or files)
     small = len(files) * channels * resolution * resolution <= 2**30  # up to 1 GB of uint8
     on_device = "true" if str(on_device).lower() == "auto" and small else on_device
-    return _loader_or_tensor("image_folder", train, test, resolution, channels, on_device, device,
+    return _loader_or_tensor(train, test, resolution, channels, on_device, device,
                              workers)

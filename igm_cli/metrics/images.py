@@ -336,6 +336,13 @@ def inception_score(logits, splits: int = 10) -> tuple[float, float]:
 ImageBatches = Tensor | Iterable[Tensor]
 
 
+def check_metric_names(names: Sequence[str]) -> None:
+    """Each name is one of METRIC_NAMES, else a one-line IgmError listing them."""
+    for name in names:
+        if name not in METRIC_NAMES:
+            raise IgmError(f"unknown image metric '{name}'; choose from: {', '.join(METRIC_NAMES)}")
+
+
 class ImageMetrics:
     """FID, KID and IS of generated images against real ones, on the features of the
     extractor ``features`` (a name in ``FEATURES``).
@@ -358,11 +365,7 @@ class ImageMetrics:
         is_splits: int = 10,
     ):
         self.names = list(dict.fromkeys(names))
-        for name in self.names:
-            if name not in METRIC_NAMES:
-                raise IgmError(
-                    f"unknown image metric '{name}'; choose from: {', '.join(METRIC_NAMES)}"
-                )
+        check_metric_names(self.names)
         self.features = features
         self.device = torch.device(device)
         self.extractor = FEATURES.get(features)(weights, self.device)
@@ -432,5 +435,5 @@ def make_image_metrics(names: Sequence[str], features: str, weights: str | None,
     try:
         return ImageMetrics(names, features, weights, device, **kwargs)
     except FeaturesUnavailable as e:
-        warn(f"igm: warning: {e}")
+        warn(f"igm: warning: {e}; training goes on without {', '.join(names)}")
         return None

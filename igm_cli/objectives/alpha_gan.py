@@ -100,12 +100,19 @@ class AlphaGAN(Objective):
     # ------------------------------------------------------------------ evaluation extras
 
     @torch.no_grad()
-    def reconstruct(self, nets: nn.ModuleDict, x: Tensor) -> Tensor:
+    def _in_eval_mode(self, nets: nn.ModuleDict, fn, x: Tensor) -> Tensor:
+        """fn(chunk) over chunks of x with the networks in eval mode (batch norm statistics)."""
         training = nets.training
         nets.eval()
-        out = torch.cat([nets.generator(nets.encoder(chunk)) for chunk in x.split(1000)])
+        out = torch.cat([fn(chunk) for chunk in x.split(1000)])
         nets.train(training)
         return out
+
+    def encode(self, nets: nn.ModuleDict, x: Tensor) -> Tensor:
+        return self._in_eval_mode(nets, nets.encoder, x)
+
+    def reconstruct(self, nets: nn.ModuleDict, x: Tensor) -> Tensor:
+        return self._in_eval_mode(nets, lambda chunk: nets.generator(nets.encoder(chunk)), x)
 
     @torch.no_grad()
     def extra_metrics(self, nets: nn.ModuleDict, heldout: Tensor, prior: Tensor,
@@ -117,11 +124,8 @@ class AlphaGAN(Objective):
         has the input's label."""
         from igm_cli.metrics.distances import mmd
 
-        training = nets.training
-        nets.eval()
-        codes = torch.cat([nets.encoder(chunk) for chunk in heldout.split(1000)])
-        nets.train(training)
-        x_rec = self.reconstruct(nets, heldout)
+        codes = self.encode(nets, heldout)
+        x_rec = self._in_eval_mode(nets, nets.generator, codes)
         unit = math.sqrt(codes.shape[1] / 2)
         out = {"rec": (heldout - x_rec).abs().mean().item(),
                "code_mmd": mmd(codes / unit, prior[: len(codes)] / unit, (0.25, 0.5, 1.0, 2.0))}
