@@ -1,28 +1,37 @@
 """From a resolved config to the parts of a run: device, data, objective, networks, state.
 
-One place builds optimisers. Every name goes through a registry, so a bad name fails with the
-list of choices.
+One place builds optimisers, and one place wraps networks for speed and for several processes
+(channels_last, torch.compile, DistributedDataParallel per role). Every name goes through a
+registry, so a bad name fails with the list of choices; every value is checked (validate.py)
+before the run folder exists.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
+import os
 from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 import igm_cli.nets  # noqa: F401  (registers the archs)
 import igm_cli.objectives  # noqa: F401  (registers the models)
+from igm_cli import parallel
 from igm_cli.data import ToyDistribution, build_dataset, check_dataset
 from igm_cli.errors import IgmError
 from igm_cli.objectives import Objective
 from igm_cli.registry import ARCHS, DIVERGENCES, MODELS
 from igm_cli.state import TrainState
+from igm_cli.validate import check_values
 
 # Keys of the model group that configure the optimiser rather than the objective.
 OPTIMISER_KEYS = ("name", "optimizer", "lr", "betas", "ema")
 OPTIMIZERS = ("adam", "rmsprop")
+LR_DECAYS = ("linear", "none")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 
 
 @dataclass
@@ -32,20 +41,52 @@ class Parts:
     objective: Objective
     z_dim: int
     state: TrainState
+    phase_nets: dict[str, nn.ModuleDict]  # per phase: the networks as that phase calls them
+    channels_last: bool
 
+
+# ---------------------------------------------------------------------------- devices
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``auto`` (this rank's GPU when there is one), ``cpu``, ``cuda`` (this rank's GPU) or
+    ``cuda:N``; a GPU that is not there is a one-line IgmError."""
     if name == "cpu":
         return torch.device("cpu")
-    if name.startswith("cuda"):
+    if name == "auto":
         if not torch.cuda.is_available():
-            raise IgmError(f"device '{name}' requested but no CUDA GPU is available; "
-                           "choose from: auto, cpu")
-        return torch.device(name)
-    raise IgmError(f"unknown device '{name}'; choose from: auto, cpu, cuda")
+            return torch.device("cpu")
+        name = "cuda"
+    if not isinstance(name, str) or not (name == "cuda" or name.startswith("cuda:")):
+        raise IgmError(f"unknown device '{name}'; choose from: {', '.join(DEVICES)}")
+    if not torch.cuda.is_available():
+        raise IgmError(f"device '{name}' requested but no CUDA GPU is available; "
+                       "choose from: auto, cpu")
+    index = parallel.RANKS.local_rank if name == "cuda" else name.partition(":")[2]
+    count = torch.cuda.device_count()
+    if not str(index).isdigit() or int(index) >= count:
+        raise IgmError(f"device '{name}' does not exist: this machine has {count} GPU(s), "
+                       f"cuda:0 to cuda:{count - 1}")
+    return torch.device("cuda", int(index))
 
+
+def setup_device(name: str, threads: int, deterministic: bool = False) -> torch.device:
+    """The device to run on; on the CPU, also the number of intra-op threads. ``deterministic``
+    asks for reproducible kernels (cuDNN, cuBLAS workspace, deterministic algorithms), so that
+    exact resume holds on GPUs too."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    device = resolve_device(name)
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+    else:
+        torch.cuda.set_device(device)
+    return device
+
+
+# ---------------------------------------------------------------------------- builders
 
 def build_objective(cfg: DictConfig) -> Objective:
     """The model's objective. Models that minimise an f-divergence get the `divergence` group,
@@ -61,7 +102,7 @@ def build_objective(cfg: DictConfig) -> Objective:
         params["divergence"] = cfg.divergence.name
     try:
         return builder(**params)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise IgmError(f"model '{model_cfg.name}': {exc}") from None
 
 
@@ -70,7 +111,7 @@ def build_arch(arch_cfg: DictConfig):
     builder = ARCHS.get(arch_cfg.name)
     try:
         return builder(**params)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise IgmError(f"arch '{arch_cfg.name}': {exc}") from None
 
 
@@ -90,9 +131,6 @@ def registries() -> dict:
     return {"model": MODELS, "dataset": DATASETS, "arch": ARCHS, "divergence": DIVERGENCES}
 
 
-LR_DECAYS = ("linear", "none")
-
-
 def check_positive_ints(cfg: DictConfig, keys) -> None:
     for key in keys:
         value = OmegaConf.select(cfg, key)
@@ -110,32 +148,57 @@ def lr_factor(decay: str, step: int, total: int) -> float:
     return 1 - step / total if decay == "linear" else 1.0
 
 
-def setup_device(name: str, threads: int) -> torch.device:
-    """The device to run on; on the CPU, also the number of intra-op threads."""
-    device = resolve_device(name)
-    if device.type == "cpu":
-        torch.set_num_threads(threads)
-    return device
+# ---------------------------------------------------------------------------- checks
+
+@dataclass
+class Checked:
+    """What the checks built (cheap parts), reused by ``build`` in the same process."""
+
+    objective: Objective
+    arch: object
+    data_shape: tuple[int, ...]
+    is_image: bool
+    has_modes: bool
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Every check that needs no training; each failure is a one-line IgmError."""
-    check_positive_ints(cfg, ("train.steps", "train.batch_size", "train.threads", "eval.every",
-                              "eval.n_samples", "ckpt.every"))
-    check_lr_decay(cfg.train.lr_decay)
-    resolve_device(cfg.device)
-    build_objective(cfg)
-    build_arch(cfg.arch)
-    check_dataset(cfg.dataset)
-    check_speed(cfg)
-    check_image_metrics(cfg)
+_CHECKED: dict[str, Checked] = {}
 
 
-def check_image_metrics(cfg: DictConfig) -> None:
+def config_key(cfg: DictConfig) -> str:
+    return json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
+
+
+def check_config(cfg: DictConfig) -> Checked:
+    """Every check that needs no training; each failure is a one-line IgmError. Runs once per
+    config and process: the run itself reuses what the check built."""
+    key = config_key(cfg)
+    if key in _CHECKED:
+        return _CHECKED[key]
+    check_values(cfg)
+    device = resolve_device(cfg.device)
+    objective = build_objective(cfg)
+    arch = build_arch(cfg.arch)
+    shape, is_image, has_modes = check_dataset(cfg.dataset)
+    networks = {role: arch.build(role, shape) for role in objective.networks}
+    for phase in objective.phases():  # the optimisers, on the real parameters (bad lr, betas)
+        params = [p for role in phase.trains for p in networks[role].parameters()]
+        try:
+            make_optimizer(cfg.model.optimizer, params, cfg.model.lr, cfg.model.betas)
+        except ValueError as exc:
+            raise IgmError(f"model.optimizer={cfg.model.optimizer}: {exc}") from None
+    check_speed(cfg, device, objective)
+    check_image_metrics(cfg, is_image)
+    check_distributed(cfg, device)
+    from igm_cli.evaluate import check_metric_keys
+
+    check_metric_keys(cfg, objective, is_image, has_modes)
+    _CHECKED[key] = Checked(objective, arch, shape, is_image, has_modes)
+    return _CHECKED[key]
+
+
+def check_image_metrics(cfg: DictConfig, is_image: bool) -> None:
     """eval.metrics and eval.features name known metrics and extractors (image data only)."""
-    from igm_cli.data.images import IMAGE_SETS
-
-    if cfg.dataset.name not in IMAGE_SETS:
+    if not is_image:
         return
     from igm_cli.metrics.images import FEATURES, check_metric_names
 
@@ -143,35 +206,100 @@ def check_image_metrics(cfg: DictConfig) -> None:
     FEATURES.get(cfg.eval.get("features", "inception"))
 
 
-def check_speed(cfg: DictConfig) -> None:
-    """train.amp, train.compile, train.channels_last."""
+def has_gradient_penalty(objective: Objective) -> bool:
+    return any(getattr(objective, k, 0) > 0 for k in ("r1_gamma", "gp_lambda"))
+
+
+def check_speed(cfg: DictConfig, device: torch.device, objective: Objective) -> None:
+    """train.amp, train.compile, train.channels_last (their values are checked in validate)."""
     amp = cfg.train.get("amp", "off")
-    if amp not in ("off", "bf16", "fp16"):
-        raise IgmError(f"unknown train.amp '{amp}'; choose from: off, bf16, fp16")
-    if amp == "fp16" and resolve_device(cfg.device).type != "cuda":
+    if amp == "fp16" and device.type != "cuda":
         raise IgmError("train.amp=fp16 needs a CUDA GPU; on the CPU use train.amp=bf16 or off")
-    if not isinstance(cfg.train.get("compile", False), bool):
-        raise IgmError(f"train.compile must be true or false, got {cfg.train.compile!r}")
-    if str(cfg.train.get("channels_last", "auto")) not in ("auto", "True", "False"):
-        raise IgmError(f"train.channels_last must be auto, true or false, "
-                       f"got {cfg.train.channels_last!r}")
+    if amp == "fp16" and has_gradient_penalty(objective):
+        raise IgmError(f"train.amp=fp16 with a gradient penalty (model {cfg.model.name}): input "
+                       "gradients below ~1e-6 underflow in float16 and the penalty silently "
+                       "vanishes; use train.amp=bf16 (float32's range) or turn the penalty off")
+
+
+def check_distributed(cfg: DictConfig, device: torch.device) -> None:
+    world = parallel.RANKS.world_size if parallel.RANKS.distributed else cfg.train.get("devices", 1)
+    if cfg.train.batch_size % world:
+        raise IgmError(f"train.batch_size={cfg.train.batch_size} is the global batch and must be "
+                       f"divisible by the {world} processes")
+    if cfg.train.get("sync_batchnorm", False) and device.type != "cuda":
+        raise IgmError("train.sync_batchnorm=true needs CUDA GPUs (SyncBatchNorm does not run on "
+                       "the CPU); on CPUs each process normalises over its own rows")
+
+
+# ---------------------------------------------------------------------------- the run's parts
+
+def use_channels_last(setting, device: torch.device, images: bool) -> bool:
+    """``train.channels_last``: auto = on for image data on a GPU."""
+    if str(setting) == "auto":
+        return images and device.type == "cuda"
+    return bool(setting) and images
 
 
 def build(cfg: DictConfig) -> Parts:
-    check_config(cfg)
-    device = setup_device(cfg.device, cfg.train.threads)
+    checked = check_config(cfg)
+    train = cfg.train
+    device = setup_device(cfg.device, train.threads, train.get("deterministic", False))
+    parallel.init_process_group(device)
     dataset = build_dataset(cfg.dataset, device)
-    objective = build_objective(cfg)
-    arch = build_arch(cfg.arch)
+    channels_last = use_channels_last(train.channels_last, device, dataset.is_image)
+    state = build_state(cfg, checked, tuple(dataset.shape), device, channels_last)
+    phase_nets = wrap_networks(state.nets, checked.objective, device, train.compile)
+    return Parts(device, dataset, checked.objective, checked.arch.z_dim, state, phase_nets,
+                 channels_last)
+
+
+def build_state(cfg: DictConfig, checked: Checked, data_shape: tuple[int, ...],
+                device: torch.device, channels_last: bool = False) -> TrainState:
+    """Networks (initialised from ``seed``, the same on every rank), optimisers, EMA, scalers
+    and RNG streams, on ``device``."""
+    objective, arch = checked.objective, checked.arch
     torch.manual_seed(cfg.seed)  # network initialisation
-    nets = torch.nn.ModuleDict(
-        {role: arch.build(role, tuple(dataset.shape)) for role in objective.networks}
-    ).to(device)
+    nets = nn.ModuleDict({role: arch.build(role, data_shape) for role in objective.networks})
+    if cfg.train.get("sync_batchnorm", False) and parallel.RANKS.distributed:
+        nets = nn.SyncBatchNorm.convert_sync_batchnorm(nets)
+    nets.to(device)
+    if channels_last:  # before the optimisers and the EMA copy exist (their state follows)
+        nets.to(memory_format=torch.channels_last)
     model = cfg.model
     optimizers, base_lrs = {}, {}
     for phase in objective.phases():
         params = [p for role in phase.trains for p in nets[role].parameters()]
         optimizers[phase.name] = make_optimizer(model.optimizer, params, model.lr, model.betas)
         base_lrs[phase.name] = model.lr
-    state = TrainState(nets, optimizers, base_lrs, model.ema, cfg.seed, device)
-    return Parts(device, dataset, objective, arch.z_dim, state)
+    return TrainState(nets, optimizers, base_lrs, model.ema, arch.z_dim, cfg.seed, device,
+                      cfg.train.get("amp", "off"))
+
+
+def wrap_networks(nets: nn.ModuleDict, objective: Objective, device: torch.device,
+                  compile_: bool) -> dict[str, nn.ModuleDict]:
+    """Each phase's view of the networks: ``torch.compile`` (generators and encoders; critics
+    stay eager, their penalties need double backward, which compiled graphs refuse), and with
+    several processes a DistributedDataParallel wrapper for the roles the phase trains (a role
+    the phase does not train is called unwrapped, so DDP never waits for gradients it will not
+    get). Every view shares its parameters with ``nets``, which stays the one thing saved."""
+    def fast(role: str, net: nn.Module) -> nn.Module:
+        return torch.compile(net) if compile_ and not role.endswith("critic") else net
+
+    plain = {role: fast(role, net) for role, net in nets.items()}
+    trained = {role for phase in objective.phases() for role in phase.trains}
+    ddp = {role: fast(role, nn.parallel.DistributedDataParallel(
+               nets[role], device_ids=[device.index] if device.type == "cuda" else None))
+           for role in trained} if parallel.RANKS.distributed else {}
+    return {phase.name: nn.ModuleDict({role: ddp[role] if role in phase.trains and ddp
+                                       else plain[role] for role in nets})
+            for phase in objective.phases()}
+
+
+def describe_params(nets: nn.ModuleDict) -> str:
+    """"generator 33.8k, critic 33.4k" parameters per role."""
+    def short(n: int) -> str:
+        return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
+
+    return ", ".join(f"{role} {short(sum(p.numel() for p in net.parameters()))}"
+                     for role, net in nets.items())
+

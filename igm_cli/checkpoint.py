@@ -1,11 +1,14 @@
-"""Checkpoints: plain dicts of tensors and Python values, written atomically.
+"""Checkpoints: plain dicts of CPU tensors and Python values, written atomically.
 
-A checkpoint loads with ``torch.load(path, weights_only=True)``: it holds only tensors, numbers,
-strings, lists and dicts (the resolved config is a plain dict, RNG states are uint8 tensors).
+A checkpoint loads with ``torch.load(path, weights_only=True)`` on any machine: it holds only
+tensors (on the CPU), numbers, strings, lists and dicts (the resolved config is a plain dict,
+RNG states are uint8 tensors).
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -15,30 +18,49 @@ import torch
 from igm_cli.errors import IgmError
 
 FORMAT = 1  # bump when the layout changes
+WHICH = ("last", "best")
+
+
+class DiskFull(IgmError):
+    """No space left to write a file; what was there before is intact."""
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file in the same folder, flush it to disk, then rename over
-    ``path``: a kill at any moment leaves either the old or the new checkpoint, never half."""
+    """Serialise in memory, write to a temporary file in the same folder, flush it to disk,
+    then rename over ``path``: a kill at any moment leaves either the old or the new checkpoint,
+    never half. A full disk is a DiskFull error (one line) and leaves the old file as it was.
+    (Writing the bytes ourselves keeps the OS's error number: torch's own writer reports a full
+    disk as "enforce fail at inline_container.cc".)"""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            torch.save(payload, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = f"the previous {path.name} is intact" if path.exists() else "none was saved"
+            raise DiskFull(f"no space left on device while writing {path}; {kept}") from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A run folder means its ``checkpoints/last.pt``; a file is taken as it is."""
+def resolve_checkpoint(path: str | os.PathLike, which: str = "last") -> Path:
+    """A run folder means its ``checkpoints/last.pt`` (or ``best.pt``); a file is taken as it
+    is."""
+    if which not in WHICH:
+        raise IgmError(f"unknown which '{which}'; choose from: {', '.join(WHICH)}")
     given = Path(path).expanduser()
     if given.is_dir():
-        given = given / "checkpoints" / "last.pt"
+        given = given / "checkpoints" / f"{which}.pt"
         if not given.is_file():
-            raise IgmError(f"no checkpoint in '{path}' (expected {given})")
+            hint = " (the run kept no best checkpoint: ckpt.keep_best)" if which == "best" else ""
+            raise IgmError(f"no checkpoint in '{path}' (expected {given}){hint}")
     elif not given.is_file():
         raise IgmError(f"checkpoint '{path}' does not exist")
     return given
@@ -50,9 +72,10 @@ def run_dir_of(checkpoint: Path) -> Path:
     return parent.parent if parent.name == "checkpoints" else parent
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, map_location="cpu", which: str = "last"
+                    ) -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``) and check that it is one of ours."""
-    file = resolve_checkpoint(path)
+    file = resolve_checkpoint(path, which)
     try:
         payload = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle, zip and unpickler errors all mean "not a checkpoint"

@@ -1,8 +1,11 @@
 """`igm VERB ...`: one entry point, one Hydra app per training verb.
 
-`igm train` is a Hydra app (configs/train.yaml). Before Hydra starts, the command line is
-checked so that bad input gets one line naming the bad value and its choices, a non-zero exit,
-and no file touched: unknown group names, bad numbers, bad paths and bad `resume=` targets.
+`igm train` and `igm estimate` are Hydra apps (configs/train.yaml, configs/estimate.yaml).
+Before Hydra starts, the command line is checked so that bad input gets one line naming the bad
+value and its choices, a non-zero exit, and no file touched: unknown group names, bad values,
+bad paths and bad `resume=` targets (a checkpoint that does not fit is refused before Hydra
+writes its config). The run folder is chosen, created and locked here too, so that Hydra,
+the trainer and every rank of a multi-process run agree on it.
 """
 
 from __future__ import annotations
@@ -29,10 +32,10 @@ verbs:
   list     list every registered model, dataset and arch
 
 examples:
-  igm train                                   # non-saturating GAN on ring8, about a minute
+  igm train                                   # non-saturating GAN on ring8, under a minute
   igm train model=gan_minimax dataset=grid25 train.steps=10000
   igm train -m model=gan,gan_minimax seed=0,1,2
-  igm train resume=outputs/2026-11-25/12-00-00_gan_ring8 train.steps=12000
+  igm train resume=outputs/2026-11-25/12-00-00_gan_ring8_seed0 train.steps=12000
   tensorboard --logdir outputs
 """
 
@@ -51,6 +54,16 @@ def fail(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return dispatch(argv)
+    except IgmError as exc:
+        return fail(str(exc))
+    except BrokenPipeError:  # `igm list | head`: the reader left; exit quietly
+        sys.stderr.close()
+        return 0
+
+
+def dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return 0
@@ -61,11 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"train": train_command, "estimate": estimate_command, "sample": sample_command,
                 "eval": eval_command, "reconstruct": reconstruct_command, "list": list_command}
     if verb not in commands:
-        return fail(f"unknown command '{verb}'; choose from: {', '.join(commands)}")
-    try:
-        return commands[verb](args)
-    except IgmError as exc:
-        return fail(str(exc))
+        raise IgmError(f"unknown command '{verb}'; choose from: {', '.join(commands)}")
+    return commands[verb](args)
 
 
 # ---------------------------------------------------------------------------- igm list
@@ -80,7 +90,7 @@ def list_command(args: list[str]) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------- igm sample
+# ---------------------------------------------------------------------------- key=value verbs
 
 def parse_keyvalues(args: list[str], allowed: dict[str, object], verb: str) -> dict:
     values = dict(allowed)
@@ -93,19 +103,19 @@ def parse_keyvalues(args: list[str], allowed: dict[str, object], verb: str) -> d
     return values
 
 
-def sample_usage() -> str:
-    return ("usage: igm sample run=RUN_DIR_OR_CHECKPOINT n=N out=FILE.npy|FILE.png [seed=0] "
-            "[device=cpu]\n"
-            "writes N samples of the run's generator (its EMA when it has one): .npy holds an\n"
-            "array of shape (N, *data shape), float32; .png an image grid (image data) or a\n"
-            "scatter plot over the data (1D/2D data). The same seed gives the same samples.")
-
-
 def parse_out(value: str) -> Path:
-    """`out=` of igm sample / reconstruct: a .npy array or a .png picture."""
-    out = Path(value)
+    """`out=` of igm sample / reconstruct: a .npy array or a .png picture, in a folder that
+    exists and can be written (``~`` expanded)."""
+    import os
+
+    out = Path(os.path.expanduser(value))
     if out.suffix not in (".npy", ".png"):
-        raise IgmError(f"out '{out}' must end in .npy or .png; choose from: .npy, .png")
+        raise IgmError(f"out '{value}' must end in .npy or .png; choose from: .npy, .png")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise IgmError(f"out '{value}': folder '{folder}' does not exist; create it first")
+    if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise IgmError(f"out '{value}': '{out}' cannot be written (permission denied)")
     return out
 
 
@@ -119,6 +129,23 @@ def parse_int(name: str, value, minimum: int) -> int:
     return number
 
 
+def write_output(out: Path, write) -> None:
+    """Run ``write(out)``; an OS error (full disk, permissions) is one line."""
+    try:
+        write(out)
+    except OSError as exc:
+        raise IgmError(f"could not write '{out}': {exc.strerror or exc}") from None
+
+
+def sample_usage() -> str:
+    return ("usage: igm sample run=RUN_DIR_OR_CHECKPOINT n=N out=FILE.npy|FILE.png [seed=0] "
+            "[device=cpu] [which=last|best]\n"
+            "writes N samples of the run's generator (its EMA when it has one): .npy holds an\n"
+            "array of shape (N, *data shape), float32; .png an image grid (image data) or a\n"
+            "scatter plot over the data (1D/2D data). The same seed gives the same samples on\n"
+            "every device. which=best takes checkpoints/best.pt (ckpt.keep_best).")
+
+
 def sample_command(args: list[str]) -> int:
     import numpy as np
 
@@ -129,26 +156,23 @@ def sample_command(args: list[str]) -> int:
         print(sample_usage())
         return 0
     opts = parse_keyvalues(args, {"run": None, "n": 1000, "out": None, "seed": 0,
-                                  "device": "cpu"}, "sample")
+                                  "device": "cpu", "which": "last"}, "sample")
     if opts["run"] is None or opts["out"] is None:
         raise IgmError("igm sample needs run=RUN_DIR and out=FILE.npy (see igm sample --help)")
     n = parse_int("n", opts["n"], 1)
     seed = parse_int("seed", opts["seed"], 0)
     out = parse_out(opts["out"])
-    checkpoint = load_checkpoint(opts["run"])
+    checkpoint = load_checkpoint(opts["run"], which=opts["which"])
     samples = load_sampler(opts["run"], opts["device"], checkpoint)(n, seed).float().cpu()
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
-        np.save(out, samples.numpy().astype(np.float32))
+        write_output(out, lambda f: np.save(f, samples.numpy().astype(np.float32)))
     else:
         from igm_cli.plots import save_samples_png
 
-        save_samples_png(samples, checkpoint["config"]["dataset"], out)
+        write_output(out, lambda f: save_samples_png(samples, checkpoint["config"]["dataset"], f))
     print(f"wrote {n} samples of shape {tuple(samples.shape[1:])} to {out}")
     return 0
 
-
-# ---------------------------------------------------------------------------- igm reconstruct
 
 def reconstruct_usage() -> str:
     return ("usage: igm reconstruct run=RUN_DIR_OR_CHECKPOINT [n=16] out=FILE.png|FILE.npy "
@@ -175,52 +199,53 @@ def reconstruct_command(args: list[str]) -> int:
     n = parse_int("n", opts["n"], 1)
     out = parse_out(opts["out"])
     x, x_rec = load_reconstructor(opts["run"], opts["device"])(n)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
-        np.save(out, np.stack([x.float().cpu().numpy(), x_rec.float().cpu().numpy()]))
+        pairs = np.stack([x.float().cpu().numpy(), x_rec.float().cpu().numpy()])
+        write_output(out, lambda f: np.save(f, pairs))
     else:
         from igm_cli.plots import save_reconstructions_png
 
-        save_reconstructions_png(x, x_rec, out)
+        write_output(out, lambda f: save_reconstructions_png(x, x_rec, f))
     print(f"wrote {len(x)} inputs and their reconstructions to {out}")
     return 0
 
 
-# ---------------------------------------------------------------------------- igm eval
-
 def eval_usage() -> str:
     return ("usage: igm eval run=RUN_DIR_OR_CHECKPOINT [metrics=[fid,kid,is]] [n=10000] "
-            "[features=NAME] [weights=PATH] [device=auto]\n"
+            "[features=NAME] [weights=PATH] [device=auto] [which=last|best]\n"
             "computes metrics of a checkpoint's generator (its EMA when it has one) against the "
             "data set\nit was trained on, prints them, and appends them to the run's "
             "metrics.jsonl and TensorBoard\n(eval/NAME at the checkpoint's step). Image runs: "
-            "fid, kid, is on `features`\n(default: the run's eval.features); toy runs: modes, "
-            "hq, kl_modes, mmd, w1.")
+            "fid, kid, is on `features`\n(default: the run's eval.features; Inception weights "
+            "from weights= or the torch hub cache);\ntoy runs: modes, hq, kl_modes, mmd, w1.")
 
 
 def eval_command(args: list[str]) -> int:
+    import os
+
     from igm_cli.evaluate import evaluate_run
 
     if "-h" in args or "--help" in args:
         print(eval_usage())
         return 0
     opts = parse_keyvalues(args, {"run": None, "metrics": None, "n": 10000, "features": None,
-                                  "weights": None, "device": "auto"}, "eval")
+                                  "weights": None, "device": "auto", "which": "last"}, "eval")
     if opts["run"] is None:
         raise IgmError("igm eval needs run=RUN_DIR (see igm eval --help)")
     n = parse_int("n", opts["n"], 2)
     names = None
     if opts["metrics"] is not None:
         names = [m.strip() for m in opts["metrics"].strip("[]").split(",") if m.strip()]
-    metrics = evaluate_run(opts["run"], names, n, opts["features"], opts["weights"],
-                           opts["device"])
+    weights = os.path.expanduser(opts["weights"]) if opts["weights"] else None
+    metrics = evaluate_run(opts["run"], names, n, opts["features"], weights, opts["device"],
+                           which=opts["which"])
     print("  ".join(f"{k} {v:.6g}" for k, v in metrics.items()))
     return 0
 
 
 # ---------------------------------------------------------------------------- igm train
 
-STATUSES: list[str] = []  # one per finished job of this process (multirun runs several)
+RESULTS: list[dict] = []  # the summary of each job this process ran (multirun runs several)
 
 
 def train_command(args: list[str]) -> int:
@@ -234,32 +259,90 @@ def estimate_command(args: list[str]) -> int:
 def hydra_command(verb: str, args: list[str], task) -> int:
     from hydra._internal.utils import get_args_parser
 
+    from igm_cli import rundir
+
+    args = rundir.rewrite_path_args(args)
     try:
         parsed = get_args_parser().parse_args(args)
     except SystemExit as exc:  # argparse already printed its one-line usage error
         return int(exc.code or 0)
-    overrides = prepare_overrides(verb, parsed.overrides, parsed)
+    overrides, launch = prepare_overrides(verb, parsed.overrides, parsed)
     hydra_args = [a for a in args if a not in parsed.overrides] + overrides
-    STATUSES.clear()
+    if launch:  # train.devices=N: start N ranks that run this same command
+        return launch_ranks(launch, hydra_args)
+    RESULTS.clear()
     run_hydra_app(verb, hydra_args, task)
-    if "failed" in STATUSES:
-        return EXIT_USAGE
-    if "diverged" in STATUSES:
-        return EXIT_DIVERGED
-    return 130 if "interrupted" in STATUSES else 0
+    return exit_code(RESULTS)
 
 
-def prepare_overrides(verb: str, overrides: list[str], parsed) -> list[str]:
-    """Check names and paths before Hydra makes a run folder; on resume, replay the run's
-    own overrides first so that the resumed config is the original one plus what is new."""
+def exit_code(results: list[dict]) -> int:
+    """One code for the jobs this process ran: a failure wins, then a divergence, then an
+    interruption; 0 when all completed (or nothing ran, e.g. --cfg)."""
+    codes = [r.get("exit_code", 0) for r in results]
+    for code in (EXIT_USAGE, 1, EXIT_DIVERGED, 130, 143):
+        if code in codes:
+            return code
+    return 0
+
+
+def parse_overrides(overrides: list[str]):
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    parser = OverridesParser.create()
     try:
-        parsed_overrides = parser.parse_overrides(overrides)
+        return OverridesParser.create().parse_overrides(overrides)
     except HydraException as exc:
-        raise IgmError(str(exc).strip().splitlines()[0]) from None
+        raise IgmError(" ".join(str(exc).split())[:300]) from None
+
+
+def prepare_overrides(verb: str, overrides: list[str], parsed) -> tuple[list[str], int]:
+    """Check names, values and paths before Hydra makes a run folder; on resume, replay the
+    run's own overrides first so that the resumed config is the original one plus what is new.
+    Returns (overrides for Hydra, number of ranks igm must start itself or 0)."""
+    from igm_cli import parallel
+
+    parsed_overrides = parse_overrides(overrides)
+    check_group_names(parsed_overrides, parsed)
+    resume = next((ov for ov in parsed_overrides if ov.key_or_group == "resume"), None)
+    if resume is not None and resume.value() is not None:
+        if parsed.multirun:
+            raise IgmError("resume= continues one run; it cannot be combined with -m")
+        overrides = resume_overrides(resume, parsed_overrides, overrides)
+        parsed_overrides = parse_overrides(overrides)
+        check_group_names(parsed_overrides, parsed)
+    is_plain_run = not (parsed.multirun or parsed.help or parsed.hydra_help or parsed.cfg
+                        or parsed.info or parsed.shell_completion)
+    if parsed.multirun and parallel.RANKS.distributed:
+        raise IgmError("-m runs one process per job; it cannot run under torchrun")
+    if not is_plain_run:
+        return overrides, 0
+    cfg = check_composed(verb, overrides, parsed)
+    if verb != "train":
+        return overrides, 0
+    devices = cfg.train.get("devices", 1)
+    if devices > 1 and not parallel.RANKS.distributed:
+        run_dir = choose_run_dir(cfg, overrides, lock=False)
+        return [*without_key(overrides, "hydra.run.dir"), f"hydra.run.dir={quote_path(run_dir)}"], \
+            devices
+    run_dir = agree_on_run_dir(cfg, overrides)
+    overrides = [*without_key(overrides, "hydra.run.dir"), f"hydra.run.dir={quote_path(run_dir)}"]
+    if not parallel.RANKS.main:  # rank 0 alone writes the run folder
+        overrides += ["hydra.output_subdir=null", "hydra/job_logging=disabled",
+                      "hydra/hydra_logging=disabled"]
+    return overrides, 0
+
+
+def quote_path(path: Path) -> str:
+    from igm_cli.rundir import quote
+
+    return quote(str(path))
+
+
+def without_key(overrides: list[str], key: str) -> list[str]:
+    return [o for o in overrides if o.partition("=")[0] != key]
+
+
+def check_group_names(parsed_overrides, parsed) -> None:
     extra_dirs = [Path(parsed.config_dir)] if parsed.config_dir else []
     groups = {folder.name for folder in config_dir().iterdir() if folder.is_dir()}
     for override in parsed_overrides:
@@ -271,17 +354,6 @@ def prepare_overrides(verb: str, overrides: list[str], parsed) -> list[str]:
             for name in names:
                 if name not in choices:
                     raise IgmError(f"unknown {key} '{name}'; choose from: {', '.join(choices)}")
-    absolute = [absolutise_path(o, ov) for o, ov in zip(overrides, parsed_overrides)]
-    resume = next((ov for ov in parsed_overrides if ov.key_or_group == "resume"), None)
-    if resume is not None and resume.value() is not None:
-        if parsed.multirun:
-            raise IgmError("resume= continues one run; it cannot be combined with -m")
-        absolute = resume_overrides(resume, parsed_overrides, absolute)
-    is_plain_run = not (parsed.multirun or parsed.help or parsed.hydra_help or parsed.cfg
-                        or parsed.info or parsed.shell_completion)
-    if is_plain_run:
-        check_composed(verb, absolute, parsed)
-    return absolute
 
 
 def group_options(group: str, extra_dirs: list[Path]) -> list[str]:
@@ -291,13 +363,33 @@ def group_options(group: str, extra_dirs: list[Path]) -> list[str]:
     return sorted(names)
 
 
-def absolutise_path(text: str, override) -> str:
-    """`dataset.path` means the folder the user typed it in, also when the run is resumed."""
-    if override.key_or_group == "dataset.path" and not override.is_sweep_override():
-        value = override.value()
-        if isinstance(value, str) and value:
-            return f"dataset.path={Path(value).expanduser().resolve()}"
-    return text
+# Keys a checkpoint's stored overrides may set: igm's own config, never Hydra's.
+REPLAYABLE_ROOTS = ("model", "dataset", "arch", "divergence", "seed", "device", "train", "eval",
+                    "ckpt", "recipe", "experiment", "debug")
+
+
+def replayable(stored: list[str]) -> list[str]:
+    """A checkpoint's stored overrides, validated like command-line input: only plain
+    assignments of igm's own keys (no hydra.*, no +/++/~ forms, no @package, no _target_);
+    anything else means the file was not written by igm, and the resume is refused.
+    ``eval.weights`` is not replayed: a weights path is never taken from a checkpoint."""
+    if not isinstance(stored, list) or not all(isinstance(s, str) for s in stored):
+        raise IgmError("the checkpoint's stored overrides are not a list of strings; "
+                       "refusing to replay them")
+    kept = []
+    for text, override in zip(stored, parse_overrides(stored)):
+        key = override.key_or_group
+        bad = (key.split(".")[0].split("/")[0] not in REPLAYABLE_ROOTS
+               or override.is_add() or override.is_force_add() or override.is_delete()
+               or override.package is not None or "_target_" in key or "_target_" in text
+               or override.is_sweep_override())
+        if bad:
+            raise IgmError(f"the checkpoint stores the override '{text[:120]}', which is not "
+                           "an igm config key; refusing to replay it (was the file written "
+                           "by igm?)")
+        if key != "eval.weights":
+            kept.append(text)
+    return kept
 
 
 def resume_overrides(resume, parsed_overrides, overrides: list[str]) -> list[str]:
@@ -311,45 +403,128 @@ def resume_overrides(resume, parsed_overrides, overrides: list[str]) -> list[str
             raise IgmError(f"checkpoint '{resume.value()}' is of model '{saved_model}', "
                            f"not '{override.value()}'")
     new_keys = {ov.key_or_group for ov in parsed_overrides}
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    saved = [o for o, ov in zip(checkpoint["overrides"],
-                                OverridesParser.create().parse_overrides(checkpoint["overrides"]))
-             if ov.key_or_group not in new_keys]
-    replaced = [f"resume={checkpoint_file}" if ov.key_or_group == "resume" else o
+    stored = replayable(checkpoint.get("overrides", []))
+    saved = [o for o, ov in zip(stored, parse_overrides(stored)) if ov.key_or_group not in new_keys]
+    replaced = [f"resume={quote_path(checkpoint_file)}" if ov.key_or_group == "resume" else o
                 for o, ov in zip(overrides, parsed_overrides)]
     if "hydra.run.dir" not in new_keys:  # continue in the run's own folder
-        replaced.append(f"hydra.run.dir={run_dir_of(checkpoint_file)}")
+        replaced.append(f"hydra.run.dir={quote_path(run_dir_of(checkpoint_file))}")
     return saved + replaced
 
 
-def check_composed(verb: str, overrides: list[str], parsed) -> None:
-    """Compose the config as Hydra will and run every check that needs no training."""
+def check_composed(verb: str, overrides: list[str], parsed):
+    """Compose the config as Hydra will and run every check that needs no training; returns
+    the composed config (with its ``hydra`` node)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    job_overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
     try:
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
-            cfg = compose(parsed.config_name or verb, overrides=job_overrides)
+            cfg = compose(parsed.config_name or verb, overrides=overrides,
+                          return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as exc:
         raise IgmError(" ".join(str(exc).split())[:300]) from None
     finally:
         GlobalHydra.instance().clear()
+    job = job_config(cfg)
     if verb == "estimate":
         from igm_cli.estimate import check_estimate_config
 
-        check_estimate_config(cfg)
-        return
+        check_estimate_config(job)
+        return cfg
     from igm_cli.build import check_config
 
-    check_config(cfg)
-    if cfg.resume:
-        from igm_cli.trainer import load_resume
+    check_config(job)
+    if job.resume:
+        from igm_cli.trainer import check_resume
 
-        load_resume(cfg)
+        check_resume(job)
+    return cfg
+
+
+def job_config(cfg):
+    """The composed config without its ``hydra`` node (what the task function receives)."""
+    from omegaconf import OmegaConf, open_dict
+
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
+    with open_dict(job):
+        return job
+
+
+def choose_run_dir(cfg, overrides: list[str], lock: bool = True) -> Path:
+    """The run folder, created (and locked unless ``lock`` is false): the one given with
+    hydra.run.dir (empty, or a run being resumed), else a new, unique name from the default
+    pattern outputs/DATE/TIME_MODEL_DATASET_seedS."""
+    from omegaconf import OmegaConf
+
+    from igm_cli import rundir
+
+    given = any(o.partition("=")[0] == "hydra.run.dir" for o in overrides)
+    try:
+        pattern = OmegaConf.select(cfg, "hydra.run.dir")
+    except Exception as exc:  # an interpolation that only Hydra's runtime can resolve
+        raise IgmError(f"hydra.run.dir: {' '.join(str(exc).split())[:200]}") from None
+    folder = Path(pattern).absolute()
+    if given:
+        if rundir.holds_files(folder) and not cfg.resume:
+            raise IgmError(f"run folder '{folder}' already holds files; choose an empty folder, "
+                           f"or continue that run with resume={folder}")
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = rundir.unique_dir(folder)
+    if lock:
+        rundir.lock(folder)
+    return folder
+
+
+def agree_on_run_dir(cfg, overrides: list[str]) -> Path:
+    """Rank 0 chooses, creates and locks the run folder; with several ranks (torchrun) the
+    others learn it from rank 0 (and fail with rank 0's reason when it could not)."""
+    from igm_cli import parallel
+    from igm_cli.build import resolve_device
+
+    if not parallel.RANKS.distributed:
+        return choose_run_dir(cfg, overrides)
+    parallel.init_process_group(resolve_device(cfg.device))
+    text, error = None, None
+    if parallel.RANKS.main:
+        try:
+            text = str(choose_run_dir(cfg, overrides))
+        except IgmError as exc:
+            text, error = "!" + str(exc), exc
+    text = parallel.broadcast_text(text)
+    if error is not None:
+        raise error
+    if text.startswith("!"):
+        raise IgmError(text[1:])
+    return Path(text)
+
+
+def launch_ranks(n: int, hydra_args: list[str]) -> int:
+    """`igm train train.devices=N`: N processes on this machine through torch's elastic launcher
+    (what torchrun uses), each running this command as one rank; the run's summary gives the
+    exit code."""
+    import json
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    run_dir = next(Path(a.partition("=")[2].strip("'")) for a in hydra_args
+                   if a.startswith("hydra.run.dir="))
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=n, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
+                          monitor_interval=0.1)
+    try:
+        elastic_launch(config, entrypoint=sys.executable)("-m", "igm_cli", "train", *hydra_args)
+    except ChildFailedError:
+        pass  # the summary says what happened
+    summary_file = run_dir / "summary.json"
+    if not summary_file.exists():
+        return 1
+    return json.loads(summary_file.read_text()).get("exit_code", 1)
 
 
 def run_hydra_app(config_name: str, args: list[str], task) -> None:
@@ -369,22 +544,27 @@ def _train_task(cfg) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from igm_cli.evaluate import sweep_metric
     from igm_cli.trainer import train
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    try:
-        summary = train(cfg, run_dir, list(hydra_cfg.overrides.task))
-    except IgmError as exc:
-        if hydra_cfg.mode == RunMode.MULTIRUN:  # report, and let the other jobs run
-            print(f"igm: error: job {hydra_cfg.job.num}: {exc}", file=sys.stderr)
-            STATUSES.append("failed")
-            return None
-        raise SystemExit(fail(str(exc))) from None
-    STATUSES.append(summary["status"])
-    if summary["status"] == "interrupted":
-        raise SystemExit(130 if "SIGINT" in summary.get("message", "") else 143)
-    return summary["metrics"].get(cfg.eval.sweep_metric)
+    summary = train(cfg, run_dir, list(hydra_cfg.overrides.task))
+    RESULTS.append(summary)
+    if summary["status"] == "failed" and hydra_cfg.mode == RunMode.MULTIRUN:
+        print(f"igm: error: job {hydra_cfg.job.num}: {summary.get('message', '')}",
+              file=sys.stderr)
+    elif summary["status"] == "failed":
+        print(f"igm: error: {summary.get('message', '')}", file=sys.stderr)
+    name = sweep_metric(cfg, cfg.dataset.name in _image_sets())
+    value = summary.get("metrics", {}).get(name)
+    return float(value) if value is not None else float("nan")  # a sweeper skips a NaN trial
+
+
+def _image_sets():
+    from igm_cli.data.images import IMAGE_SETS
+
+    return IMAGE_SETS
 
 
 def _estimate_task(cfg) -> float | None:
@@ -396,5 +576,5 @@ def _estimate_task(cfg) -> float | None:
         summary = estimate(cfg, Path(HydraConfig.get().runtime.output_dir))
     except IgmError as exc:
         raise SystemExit(fail(str(exc))) from None
-    STATUSES.append(summary["status"])
+    RESULTS.append({"exit_code": EXIT_DIVERGED if summary["status"] == "diverged" else 0})
     return summary["estimate"]

@@ -1,137 +1,174 @@
-"""Evaluation of a generator against its data set: metrics and the TensorBoard pictures.
+"""Evaluation of a generator against its data set: metrics, images and figures.
 
-Toy sets: mode metrics, MMD² and exact W1 on fresh points. Image sets: FID/KID/IS
-(igm_cli/metrics/images.py) of ``eval.n_samples`` generated images against as many training
-images, whose features are computed once per run."""
+Toy sets (points): the registered point metrics (mode coverage where the modes are known, MMD²,
+exact W1) on fixed noise and fixed data points. Image sets: FID/KID/IS (igm_cli/metrics/
+images.py) of ``eval.n_samples`` generated images against as many training images, whose
+features are computed once per run. Models with an encoder add their own metrics.
+
+The ``Evaluator`` is what the trainer calls; it knows the network roles (the critic drawn under
+the samples, the encoder of Alpha-GAN), so the trainer does not. ``evaluate_run`` is `igm eval`.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
+
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
-from igm_cli.data import ToyDistribution
-from igm_cli.metrics.distances import mmd, w1
-from igm_cli.metrics.toy import mode_metrics
-
-EVAL_SEED = 2**31 - 1  # fixed evaluation noise and data, so metrics move only with the model
+from igm_cli.errors import IgmError
+from igm_cli.generate import EVAL_SEED, eval_mode, fixed_noise, generate, heldout_points, image_grid
+from igm_cli.metrics import METRICS, better, families
 
 
-@torch.no_grad()
-def generate(generator: nn.Module, n: int, z_dim: int, seed: int, device, batch: int = 8192):
-    """n samples from ``generator`` with noise drawn from ``seed`` (same seed, same points)."""
-    rng = torch.Generator(device).manual_seed(seed)
-    z = torch.randn(n, z_dim, generator=rng, device=device)
-    was_training = generator.training
-    generator.eval()
-    out = torch.cat([generator(chunk) for chunk in z.split(batch)])
-    generator.train(was_training)
-    return out
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    images: dict[str, torch.Tensor] = field(default_factory=dict)  # tag: [3, H, W] in [0, 1]
+    figures: dict[str, object] = field(default_factory=dict)  # tag: matplotlib figure
 
 
-@torch.no_grad()
-def evaluate(generator: nn.Module, dataset: ToyDistribution, z_dim: int, n: int, device):
-    """Returns (metrics, fake samples, real samples): mode metrics where the data set has
-    known modes, and for every data set the unbiased MMD² and the exact W1 between n generated
-    and n fresh data points."""
-    fake = generate(generator, n, z_dim, EVAL_SEED, device).float()
-    real = dataset.sample(n, torch.Generator(device).manual_seed(EVAL_SEED))
-    metrics = {}
-    if dataset.has_modes:
-        metrics.update(mode_metrics(fake, dataset.centers, dataset.stds))
-    metrics["mmd"] = mmd(fake, real)
-    metrics["w1"] = w1(fake, real)
-    return metrics, fake, real
+def metric_names(cfg: DictConfig, objective, is_image: bool, has_modes: bool) -> list[str]:
+    """The metrics an evaluation of this run reports (image metrics only when their feature
+    extractor can be built)."""
+    if is_image:
+        kinds = [f for f in (cfg.eval.get("metrics") or [])]
+    else:
+        kinds = [f for f in families("points") if has_modes or not
+                 METRICS.info(f).get("needs_modes")]
+    names = [n for f in kinds for n in METRICS.info(f)["better"]]
+    return names + list(getattr(objective, "extra_metrics_names", ()))
 
 
-def image_grid(images: torch.Tensor, nrow: int = 8) -> torch.Tensor:
-    """[N, C, H, W] in [-1, 1] -> one [3, H', W'] grid in [0, 1] for TensorBoard / PNG."""
-    from torchvision.utils import make_grid
-
-    images = images.detach().float().cpu().clamp(-1, 1).add(1).div(2)
-    if images.shape[1] == 1:
-        images = images.expand(-1, 3, -1, -1)
-    return make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
+def default_sweep_metric(cfg: DictConfig, is_image: bool) -> str:
+    """w1 for points; for images the first of eval.metrics (fid by default)."""
+    if not is_image:
+        return "w1"
+    return (list(cfg.eval.get("metrics") or []) or ["fid"])[0]
 
 
-class ImageEvaluator:
-    """FID/KID/IS for image runs. When the feature extractor cannot be had (Inception weights
-    missing, no download), ``warn`` gets one line and evaluations return no metrics: training
-    goes on."""
+def sweep_metric(cfg: DictConfig, is_image: bool) -> str:
+    name = cfg.eval.get("sweep_metric", "auto")
+    return default_sweep_metric(cfg, is_image) if name == "auto" else name
 
-    def __init__(self, names, features: str, weights: str | None, dataset, device, warn=print):
-        from igm_cli.metrics.images import make_image_metrics
 
-        self.dataset, self.device, self.real_ready = dataset, device, False
-        self.metrics = make_image_metrics(list(names or []), features, weights, device, warn=warn)
+def parse_keep_best(setting: str | None) -> tuple[str, str] | None:
+    """``ckpt.keep_best``: METRIC (its registered direction) or max:METRIC / min:METRIC."""
+    if not setting:
+        return None
+    direction, _, name = str(setting).rpartition(":")
+    return name, direction or better(name)
+
+
+def check_metric_keys(cfg: DictConfig, objective, is_image: bool, has_modes: bool) -> None:
+    """``eval.sweep_metric`` and ``ckpt.keep_best`` name metrics this run reports."""
+    names = metric_names(cfg, objective, is_image, has_modes)
+    kind = "images" if is_image else "points"
+    chosen = sweep_metric(cfg, is_image)
+    if chosen not in names:
+        raise IgmError(f"eval.sweep_metric '{chosen}' is not reported for {kind} "
+                       f"(dataset {cfg.dataset.name}, model {cfg.model.name}); choose from: "
+                       f"{', '.join(names)}")
+    keep = cfg.get("ckpt", {}).get("keep_best")
+    if keep:
+        direction, _, name = str(keep).rpartition(":")
+        if direction not in ("", "min", "max"):
+            raise IgmError(f"ckpt.keep_best '{keep}': the direction must be min or max, "
+                           f"as in min:w1")
+        if name not in names:
+            raise IgmError(f"ckpt.keep_best '{name}' is not reported for {kind}; choose from: "
+                           f"{', '.join(n for n in names if better(n) or direction)}")
+        if not (direction or better(name)):
+            raise IgmError(f"ckpt.keep_best '{name}' has no better direction; say "
+                           f"min:{name} or max:{name}")
+
+
+def headline(metrics: dict[str, float], modes_total: int | None = None) -> str:
+    """A short line of the main metrics, with the scale of mode counts: "modes 8/8, hq 0.83,
+    w1 0.14"."""
+    parts = []
+    for name, value in metrics.items():
+        if len(parts) == 3:
+            break
+        if name.endswith("_std") or not math.isfinite(value):
+            continue
+        if name == "modes" and modes_total:
+            parts.append(f"modes {int(value)}/{modes_total}")
+        elif name not in ("kl_modes", "mmd"):
+            parts.append(f"{name} {value:.3g}")
+    return ", ".join(parts)
+
+
+class Evaluator:
+    """Metrics, images and figures of a run's sampler. ``warn`` gets one line when the image
+    feature extractor cannot be had (Inception weights missing): training goes on without
+    those metrics."""
+
+    def __init__(self, cfg: DictConfig, dataset, objective, z_dim: int, device, warn=print):
+        self.dataset, self.objective, self.z_dim, self.device = dataset, objective, z_dim, device
+        self.n = cfg.eval.n_samples
+        self.plot, self.grid = cfg.eval.get("plot", True), cfg.eval.get("grid", 64)
+        self.real_logged = False
+        self.modes_total = len(dataset.centers) if getattr(dataset, "has_modes", False) else None
+        if dataset.is_image:
+            from igm_cli.metrics.images import make_image_metrics
+
+            self.image_metrics = make_image_metrics(
+                list(cfg.eval.metrics or []), cfg.eval.features, cfg.eval.weights, device,
+                warn=warn)
+            self.real = None
+        else:
+            self.families = [f for f in families("points")
+                             if dataset.has_modes or not METRICS.info(f).get("needs_modes")]
+            self.real = dataset.fixed_sample(self.n, EVAL_SEED)  # the same at every evaluation
 
     @torch.no_grad()
-    def __call__(self, generator: nn.Module, z_dim: int, n: int) -> dict:
-        if self.metrics is None:
-            return {}
-        if not self.real_ready:
-            self.metrics.real_features(self.dataset.reference(n))
-            self.real_ready = True
-        fake = generate(generator, n, z_dim, EVAL_SEED, self.device, batch=500).float()
-        return self.metrics.compute(fake)
+    def __call__(self, sampler: nn.Module, nets: nn.ModuleDict, step: int) -> Evaluation:
+        if self.dataset.is_image:
+            evaluation = self.images(sampler)
+        else:
+            evaluation = self.points(sampler, nets)
+        if hasattr(self.objective, "extra_metrics"):  # models with an encoder (Alpha-GAN)
+            extra, images, figures = autoencoder_extras(
+                self.objective, nets, self.dataset, self.z_dim, self.n, self.device,
+                pictures=self.plot)
+            evaluation.metrics.update(extra)
+            evaluation.images.update(images)
+            evaluation.figures.update(figures)
+        title = f"step {step}: {headline(evaluation.metrics, self.modes_total)}"
+        for figure in evaluation.figures.values():
+            figure.axes[0].set_title(title, fontsize=9)
+        return evaluation
 
+    def points(self, sampler: nn.Module, nets: nn.ModuleDict) -> Evaluation:
+        fake = generate(sampler, self.n, self.z_dim, EVAL_SEED, self.device).float()
+        metrics = {}
+        for family in self.families:
+            metrics.update(METRICS.get(family)(fake, self.real, self.dataset))
+        figures = {}
+        if self.plot and self.dataset.dim <= 2:
+            from igm_cli.plots import samples_figure
 
-def evaluate_run(run: str, names, n: int, features: str | None, weights: str | None,
-                 device_name: str = "auto") -> dict:
-    """`igm eval`: metrics of a checkpoint's sampler against its data set, appended to the
-    run's metrics.jsonl (with "source": "igm eval" and "n") and TensorBoard (eval/NAME)."""
-    import json
+            critic = nets["critic"] if "critic" in nets else None
+            figures["samples"] = samples_figure(self.real, fake, critic)
+        return Evaluation(metrics, figures=figures)
 
-    from omegaconf import OmegaConf
-
-    from igm_cli.build import resolve_device
-    from igm_cli.checkpoint import load_checkpoint, resolve_checkpoint, run_dir_of
-    from igm_cli.data import build_dataset
-    from igm_cli.errors import IgmError
-    from igm_cli.runlog import is_main_process
-    from igm_cli.sampling import load_generator
-
-    checkpoint = load_checkpoint(run)
-    cfg = OmegaConf.create(checkpoint["config"])
-    device = resolve_device(device_name)
-    dataset = build_dataset(cfg.dataset, device)
-    generator, z_dim, _ = load_generator(run, str(device), checkpoint)
-    if dataset.is_image:
-        from igm_cli.metrics.images import ImageMetrics
-
-        names = list(cfg.eval.get("metrics", ["fid", "kid"])) if names is None else names
-        metrics_fn = ImageMetrics(names, features or cfg.eval.get("features", "inception"),
-                                  weights or cfg.eval.get("weights"), device)
-        metrics_fn.real_features(dataset.reference(n))
-        metrics = metrics_fn.compute(generate(generator, n, z_dim, EVAL_SEED, device, batch=500))
-    else:
-        metrics, _, _ = evaluate(generator, dataset, z_dim, n, device)
-        if names is not None:
-            unknown = [m for m in names if m not in metrics]
-            if unknown:
-                raise IgmError(f"unknown metric '{unknown[0]}' for dataset {cfg.dataset.name}; "
-                               f"choose from: {', '.join(metrics)}")
-            metrics = {k: metrics[k] for k in names}
-    if is_main_process():
-        from torch.utils.tensorboard import SummaryWriter
-
-        run_dir = run_dir_of(resolve_checkpoint(run))
-        with open(run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"step": checkpoint["step"], "source": "igm eval", "n": n,
-                                **metrics}) + "\n")
-        writer = SummaryWriter(str(run_dir))
-        for name, value in metrics.items():
-            writer.add_scalar(f"eval/{name}", value, checkpoint["step"])
-        writer.close()
-    return metrics
-
-
-
-def heldout_points(dataset, n: int, device) -> torch.Tensor:
-    """Inputs never trained on: the first n held-out images, or for toy sets n fresh points
-    drawn with a fixed seed (the same at every evaluation and in `igm reconstruct`)."""
-    if dataset.is_image:
-        return dataset.heldout(n)
-    return dataset.sample(n, torch.Generator(device).manual_seed(EVAL_SEED + 1))
+    def images(self, sampler: nn.Module) -> Evaluation:
+        metrics = {}
+        if self.image_metrics is not None:
+            if self.real is None:  # features of the real images: once per run
+                self.image_metrics.real_features(self.dataset.reference(self.n))
+                self.real = True
+            fake = generate(sampler, self.n, self.z_dim, EVAL_SEED, self.device, batch=500)
+            metrics = self.image_metrics.compute(fake.float())
+        images = {"samples": image_grid(generate(sampler, self.grid, self.z_dim, EVAL_SEED,
+                                                 self.device))}
+        if not self.real_logged:  # once per process
+            images["real"] = image_grid(self.dataset.reference(self.grid))
+            self.real_logged = True
+        return Evaluation(metrics, images)
 
 
 @torch.no_grad()
@@ -140,27 +177,89 @@ def autoencoder_extras(objective, nets: nn.ModuleDict, dataset, z_dim: int, n: i
     """(metrics, images, figures) of models with an encoder (Alpha-GAN): reconstruction error
     and code/prior MMD on held-out data (fresh points with a fixed seed for toy sets), inputs
     beside reconstructions, codes against the prior."""
-    prior = torch.randn(n, z_dim, generator=torch.Generator(device).manual_seed(EVAL_SEED + 2),
-                        device=device)
+    prior = fixed_noise(n, z_dim, EVAL_SEED + 2, device)
     heldout = heldout_points(dataset, n, device)
-    if dataset.is_image:
-        labels = getattr(dataset, "heldout_labels", None)
-        labels = labels[: len(heldout)] if labels is not None else None
-        train = dataset.reference(4000) if labels is not None else None
-        train_labels = dataset.train_labels[: len(train)] if train is not None else None
-        metrics = objective.extra_metrics(nets, heldout, prior, train, labels, train_labels)
-    else:
-        metrics = objective.extra_metrics(nets, heldout, prior)
-    images, figures = {}, {}
-    if pictures:
-        from igm_cli.plots import codes_figure, reconstruction_figure
-
-        k = min(32, len(heldout))
-        x_rec = objective.reconstruct(nets, heldout[:k if dataset.is_image else 300])
+    with eval_mode(nets):
         if dataset.is_image:
-            pairs = torch.stack([heldout[:k], x_rec], dim=1).flatten(0, 1)  # x1, x̂1, x2, x̂2...
-            images["reconstructions"] = image_grid(pairs, nrow=8)
-        elif heldout.shape[1] <= 2:
-            figures["reconstructions"] = reconstruction_figure(heldout[:300], x_rec)
-        figures["codes"] = codes_figure(objective.encode(nets, heldout[:1000]), prior[:1000])
+            labels = getattr(dataset, "heldout_labels", None)
+            labels = labels[: len(heldout)] if labels is not None else None
+            train = dataset.reference(4000) if labels is not None else None
+            train_labels = dataset.train_labels[: len(train)] if train is not None else None
+            metrics = objective.extra_metrics(nets, heldout, prior, train, labels, train_labels)
+        else:
+            metrics = objective.extra_metrics(nets, heldout, prior)
+        images, figures = {}, {}
+        if pictures:
+            from igm_cli.plots import codes_figure, reconstruction_figure
+
+            k = min(32, len(heldout))
+            x_rec = objective.reconstruct(nets, heldout[:k if dataset.is_image else 300])
+            if dataset.is_image:
+                pairs = torch.stack([heldout[:k], x_rec], dim=1).flatten(0, 1)  # x1, x̂1, x2...
+                images["reconstructions"] = image_grid(pairs, nrow=8)
+            elif heldout.shape[1] <= 2:
+                figures["reconstructions"] = reconstruction_figure(heldout[:300], x_rec)
+            figures["codes"] = codes_figure(objective.encode(nets, heldout[:1000]), prior[:1000])
     return metrics, images, figures
+
+
+# ---------------------------------------------------------------------------- igm eval
+
+def evaluate_run(run: str, names, n: int, features: str | None, weights: str | None,
+                 device_name: str = "auto", which: str = "last") -> dict:
+    """`igm eval`: metrics of a checkpoint's sampler against its data set, appended to the
+    run's metrics.jsonl (with "source": "igm eval" and "n") and TensorBoard (eval/NAME).
+    The Inception weights come from ``weights`` or the torch hub cache, never from the
+    checkpoint (a stored path is a file someone else chose)."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from igm_cli.build import resolve_device
+    from igm_cli.checkpoint import load_checkpoint, resolve_checkpoint, run_dir_of
+    from igm_cli.data import build_dataset
+    from igm_cli.parallel import RANKS
+    from igm_cli.sampling import load_generator
+
+    checkpoint = load_checkpoint(run, which=which)
+    cfg = OmegaConf.create(checkpoint["config"])
+    device = resolve_device(device_name)
+    dataset = build_dataset(cfg.dataset, device)
+    if not dataset.is_image and (features is not None or weights is not None):
+        given = "features" if features is not None else "weights"
+        raise IgmError(f"{given}= applies to image runs; run '{run}' was trained on "
+                       f"{cfg.dataset.name} (points), whose metrics need no feature extractor")
+    generator, z_dim, _ = load_generator(run, str(device), checkpoint)
+    if dataset.is_image:
+        from igm_cli.metrics.images import ImageMetrics
+
+        names = list(cfg.eval.get("metrics", ["fid", "kid"])) if names is None else names
+        metrics_fn = ImageMetrics(names, features or cfg.eval.get("features", "inception"),
+                                  weights, device)
+        metrics_fn.real_features(dataset.reference(n))
+        metrics = metrics_fn.compute(generate(generator, n, z_dim, EVAL_SEED, device, batch=500))
+    else:
+        real = dataset.fixed_sample(n, EVAL_SEED)
+        fake = generate(generator, n, z_dim, EVAL_SEED, device).float()
+        metrics = {}
+        for family in families("points"):
+            if dataset.has_modes or not METRICS.info(family).get("needs_modes"):
+                metrics.update(METRICS.get(family)(fake, real, dataset))
+        if names is not None:
+            unknown = [m for m in names if m not in metrics]
+            if unknown:
+                raise IgmError(f"unknown metric '{unknown[0]}' for dataset {cfg.dataset.name}; "
+                               f"choose from: {', '.join(metrics)}")
+            metrics = {k: metrics[k] for k in names}
+    if RANKS.main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        run_dir = run_dir_of(resolve_checkpoint(run))
+        with open(run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": checkpoint["step"], "source": "igm eval", "n": n,
+                                "checkpoint": which, **metrics}) + "\n")
+        writer = SummaryWriter(str(run_dir))
+        for name, value in metrics.items():
+            writer.add_scalar(f"eval/{name}", value, checkpoint["step"])
+        writer.close()
+    return metrics

@@ -19,11 +19,22 @@ from igm_cli.errors import IgmError
 Kernel = Callable[[Tensor, Tensor], Tensor]
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _full_precision(t: Tensor) -> Tensor:
+    return t.float() if t.dtype in LOW_PRECISION else t
+
+
 def squared_distances(x: Tensor, y: Tensor) -> Tensor:
     """||x_i - y_j||² as an [n, m] matrix, via ||x||² + ||y||² - 2 x·y, clamped at 0 against
-    round-off."""
-    sq = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.T
-    return sq.clamp_min(0.0)
+    round-off. Always in float32 (or float64) outside autocast: in bf16/fp16 the cancellation
+    in ||x||² + ||y||² - 2 x·y loses exactly the small distances a kernel looks at (bf16 on the
+    toys: errors of 0.08 against 2h² = 0.005 at h = 0.05, MMD² 0.019 instead of 0.047)."""
+    with torch.autocast(x.device.type, enabled=False):
+        x, y = _full_precision(x), _full_precision(y)
+        sq = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.T
+        return sq.clamp_min(0.0)
 
 
 def rbf_kernel(x: Tensor, y: Tensor, bandwidths: Sequence[float] = (1.0,)) -> Tensor:
@@ -45,8 +56,11 @@ def rational_quadratic_kernel(
 
 
 def polynomial_kernel(x: Tensor, y: Tensor, degree: int = 3, coef0: float = 1.0) -> Tensor:
-    """Polynomial kernel k(x, y) = (x·y / d + coef0)^degree; the defaults give KID's cubic."""
-    return (x @ y.T / x.shape[1] + coef0) ** degree
+    """Polynomial kernel k(x, y) = (x·y / d + coef0)^degree; the defaults give KID's cubic.
+    In float32 (or float64) outside autocast, as ``squared_distances``."""
+    with torch.autocast(x.device.type, enabled=False):
+        x, y = _full_precision(x), _full_precision(y)
+        return (x @ y.T / x.shape[1] + coef0) ** degree
 
 
 _KERNELS = {

@@ -49,12 +49,11 @@ def samples_figure(real, fake, critic=None, max_points: int = 2000):
 
 
 def _critic_on(critic, points):
+    from igm_cli.generate import eval_mode
+
     device = next(critic.parameters()).device
-    was_training = critic.training
-    critic.eval()
-    out = critic(points.to(device)).float().cpu()
-    critic.train(was_training)
-    return out
+    with eval_mode(critic):
+        return critic(points.to(device)).float().cpu()
 
 
 def save_samples_png(samples: torch.Tensor, dataset_cfg, out) -> None:
@@ -63,7 +62,7 @@ def save_samples_png(samples: torch.Tensor, dataset_cfg, out) -> None:
     if samples.dim() == 4:
         from torchvision.utils import save_image
 
-        from igm_cli.evaluate import image_grid
+        from igm_cli.generate import image_grid
 
         save_image(image_grid(samples, nrow=max(1, math.ceil(math.sqrt(len(samples))))), out)
         return
@@ -123,7 +122,7 @@ def save_reconstructions_png(x, x_rec, out) -> None:
     if x.dim() == 4:
         from torchvision.utils import save_image
 
-        from igm_cli.evaluate import image_grid
+        from igm_cli.generate import image_grid
 
         pairs = torch.stack([x, x_rec], dim=1).flatten(0, 1)
         save_image(image_grid(pairs, nrow=2 * max(1, math.ceil(math.sqrt(len(x))))), out)

@@ -23,17 +23,25 @@ class Registry:
         self.kind = kind
         self._builders: dict[str, Callable] = {}
         self._descriptions: dict[str, str] = {}
+        self._info: dict[str, dict] = {}
 
-    def register(self, name: str, description: str | None = None) -> Callable[[T], T]:
+    def register(self, name: str, description: str | None = None, **info) -> Callable[[T], T]:
+        """Decorator adding ``builder`` as ``name``; ``info`` holds facts other code reads
+        (e.g. a metric's ``better="min"``)."""
         def add(builder: T) -> T:
             if name in self._builders:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             self._builders[name] = builder
             doc = (builder.__doc__ or "").strip().splitlines()
             self._descriptions[name] = description or (doc[0] if doc else "")
+            self._info[name] = info
             return builder
 
         return add
+
+    def info(self, name: str) -> dict:
+        self.get(name)  # unknown names fail with the choices
+        return self._info[name]
 
     def get(self, name: str) -> Callable:
         if name not in self._builders:
@@ -42,6 +50,10 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self._builders)
+
+    def in_order(self) -> list[str]:
+        """Names in the order they were registered."""
+        return list(self._builders)
 
     def describe(self) -> Iterator[tuple[str, str]]:
         for name in self.names():

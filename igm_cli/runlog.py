@@ -1,12 +1,17 @@
-"""Everything a run writes: TensorBoard events, metrics.jsonl, summary.json, console lines.
+"""Everything a run writes: TensorBoard events, metrics.jsonl, summary.json, train.log and the
+console. One object, so there is one place that logs; only rank 0 writes (other ranks' RunLog
+is silent).
 
-One object, so there is one place that logs; only the main process (rank 0) writes files.
+The console and ``train.log`` get the same lines: the run folder at the start, progress lines,
+each evaluation, warnings, and the summary block at the end (a terminal also gets a tqdm bar,
+which the log file does not).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,29 +20,43 @@ from typing import Any
 from tqdm import tqdm
 
 
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def write_json_atomic(data: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON objects of a .jsonl file, skipping lines that do not parse (a line torn by a
+    kill or a full disk)."""
+    records = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
 class RunLog:
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int, print_every: int):
+    def __init__(self, run_dir: Path, total_steps: int, start_step: int, print_every: int,
+                 main: bool = True):
         self.run_dir = run_dir
-        self.enabled = is_main_process()
+        self.enabled = main
         self.print_every = print_every
         self.total_steps = total_steps
         self.writer = None
         self.bar = None
+        self.log_file = None
         if not self.enabled:
             return
         from torch.utils.tensorboard import SummaryWriter
 
         run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file = open(run_dir / "train.log", "a", buffering=1)  # line-buffered
         # On resume, purge_step hides events logged after the checkpoint by the first attempt.
         self.writer = SummaryWriter(str(run_dir), purge_step=start_step or None)
         self.metrics_file = run_dir / "metrics.jsonl"
@@ -47,15 +66,26 @@ class RunLog:
             self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
 
     def _truncate_metrics(self, after: int) -> None:
-        """Drop evaluations from steps the resumed run will redo (they may differ)."""
+        """Drop evaluations from steps the resumed run will redo (they may differ), and lines
+        a kill tore."""
         if not self.metrics_file.exists():
             return
-        lines = self.metrics_file.read_text().splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= after]
-        if len(kept) != len(lines):
-            tmp = self.metrics_file.with_name(".metrics.jsonl.tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, self.metrics_file)
+        kept = [r for r in read_jsonl(self.metrics_file) if r.get("step", 0) <= after]
+        tmp = self.metrics_file.with_name(f".metrics.jsonl.tmp-{os.getpid()}")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, self.metrics_file)
+
+    def message(self, text: str, console: bool = True) -> None:
+        """A line for the console and train.log."""
+        if not self.enabled:
+            return
+        if console:
+            if self.bar is not None:
+                self.bar.write(text)
+            else:
+                print(text, flush=True)
+        if self.log_file is not None:
+            self.log_file.write(text + "\n")
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self.writer is not None:
@@ -63,43 +93,51 @@ class RunLog:
                 self.writer.add_scalar(tag, value, step)
 
     def progress(self, step: int, values: dict[str, float], steps_per_sec: float) -> None:
-        """Advance the bar (terminal) or print a plain line every ``print_every`` steps."""
+        """Advance the bar (terminal) and write a plain line every ``print_every`` steps (to
+        the console when it is not a terminal, to train.log always)."""
         if not self.enabled:
             return
         shown = {k.split("/")[-1]: f"{v:.3g}" for k, v in values.items()}
         if self.bar is not None:
             self.bar.n = step
             self.bar.set_postfix(shown, refresh=True)
-        elif step % self.print_every == 0 or step == self.total_steps:
+        if step % self.print_every == 0 or step == self.total_steps:
             losses = "  ".join(f"{k} {v}" for k, v in shown.items())
-            print(f"step {step}/{self.total_steps}  {losses}  {steps_per_sec:.1f} steps/s",
-                  flush=True)
+            self.message(f"step {step}/{self.total_steps}  {losses}  {steps_per_sec:.1f} steps/s",
+                         console=self.bar is None)
 
-    def evaluation(self, step: int, metrics: dict[str, float], figure=None,
-                   images: dict | None = None, figures: dict | None = None) -> None:
-        """Metrics to TensorBoard (metrics/NAME), metrics.jsonl and the console; ``figure``
-        (a matplotlib figure) and ``images`` ({tag: [3, H, W] grid in [0, 1]}) to TensorBoard."""
+    def evaluation(self, step: int, evaluation) -> None:
+        """An Evaluation's metrics to TensorBoard (metrics/NAME), metrics.jsonl and the console;
+        its images ({tag: [3, H, W] in [0, 1]}) and figures (matplotlib) to TensorBoard."""
         if not self.enabled:
             return
+        metrics = evaluation.metrics
         self.scalars(step, {f"metrics/{k}": v for k, v in metrics.items()})
-        if figure is not None:
-            self.writer.add_figure("samples", figure, step, close=True)
-        for tag, grid in (images or {}).items():
+        for tag, grid in evaluation.images.items():
             self.writer.add_image(tag, grid, step)
-        for tag, fig in (figures or {}).items():
+        for tag, fig in evaluation.figures.items():
             self.writer.add_figure(tag, fig, step, close=True)
         with open(self.metrics_file, "a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
         text = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         self.message(f"eval step {step}: {text}")
 
-    def message(self, text: str) -> None:
-        if not self.enabled:
+    def text(self, tag: str, markdown: str) -> None:
+        if self.writer is not None:
+            self.writer.add_text(tag, markdown, 0)
+
+    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        """The run's hyperparameters and final metrics for TensorBoard's HPARAMS tab (the
+        metrics point at the ``metrics/NAME`` scalars already logged)."""
+        if self.writer is None:
             return
-        if self.bar is not None:
-            self.bar.write(text)
-        else:
-            print(text, flush=True)
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        values = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                  for k, v in hparams.items()}
+        tags = {f"metrics/{k}": v for k, v in metrics.items()}
+        for event in hparams_summary(values, tags):
+            self.writer.file_writer.add_summary(event)
 
     def summary(self, summary: dict[str, Any]) -> None:
         if self.enabled:
@@ -108,8 +146,13 @@ class RunLog:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
 
 
 class StepTimer:
@@ -123,3 +166,19 @@ class StepTimer:
         rate = (step - self.step) / max(now - self.time, 1e-9)
         self.step, self.time = step, now
         return rate
+
+
+def git_commit(folder: Path) -> str | None:
+    """The commit checked out in the git repository holding ``folder`` (with "+dirty" when it
+    has uncommitted changes), or None outside a repository."""
+    try:
+        head = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], timeout=5,
+                              capture_output=True, text=True)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain",
+                                "--untracked-files=no"], timeout=5, capture_output=True,
+                               text=True).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

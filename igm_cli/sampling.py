@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 
 from igm_cli.build import build_arch, build_objective, resolve_device
 from igm_cli.checkpoint import load_checkpoint
-from igm_cli.evaluate import generate
+from igm_cli.generate import generate
 
 
 def load_sampler(run: str, device_name: str = "cpu", checkpoint: dict | None = None):
@@ -43,7 +43,7 @@ def load_reconstructor(run: str, device_name: str = "cpu"):
 
     from igm_cli.data import build_dataset
     from igm_cli.errors import IgmError
-    from igm_cli.evaluate import heldout_points
+    from igm_cli.generate import heldout_points
 
     checkpoint = load_checkpoint(run)
     cfg = OmegaConf.create(checkpoint["config"])

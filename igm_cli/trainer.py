@@ -1,207 +1,134 @@
-"""The training loop, and nothing else: sample real data and noise, run each objective phase,
-update the EMA, log, evaluate, checkpoint. It knows no method; objectives supply the losses."""
+"""The training loop, and nothing else: draw real data and noise, run each objective phase
+(``train_step``), update the EMA, log, evaluate, checkpoint. It names no network role and no
+model: objectives supply the losses, the Evaluator the metrics, build.py the networks.
+
+Every ending is a summary: ``train`` returns the summary it wrote to ``summary.json``, whose
+``status`` is completed, interrupted (a signal: the step finishes and a checkpoint is written),
+diverged (a non-finite loss or weight: the last good checkpoint is kept) or failed (an error:
+one line on the console, the traceback in ``train.log``), and whose ``exit_code`` is what the
+command exits with.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
-from contextlib import contextmanager
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
-from igm_cli import __version__
-from igm_cli.build import build, lr_factor
-from igm_cli.checkpoint import FORMAT, load_checkpoint, save_atomic
+from igm_cli import __version__, parallel, rundir
+from igm_cli.build import Parts, build, check_config, describe_params, lr_factor
+from igm_cli.checkpoint import FORMAT, DiskFull, load_checkpoint, save_atomic
 from igm_cli.errors import IgmError
-from igm_cli.evaluate import (
-    EVAL_SEED,
-    ImageEvaluator,
-    autoencoder_extras,
-    evaluate,
-    generate,
-    image_grid,
-)
-from igm_cli.plots import samples_figure
-from igm_cli.runlog import RunLog, StepTimer
+from igm_cli.evaluate import Evaluator, headline, parse_keep_best
+from igm_cli.metrics import better
+from igm_cli.objectives import Phase
+from igm_cli.runlog import RunLog, StepTimer, git_commit, write_json_atomic
+
+EXIT = {"completed": 0, "failed": 1, "input": 2, "diverged": 3, "SIGINT": 130, "SIGTERM": 143}
 
 
-@contextmanager
+# ---------------------------------------------------------------------------- signals
+
+class Stopper:
+    """SIGINT/SIGTERM set ``signal``; the loop finishes its step, saves and stops. A second
+    SIGINT stops at once (KeyboardInterrupt), except inside ``critical()`` (a checkpoint being
+    written), where it waits for the write to finish."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self.depth = 0
+        self.abort = False
+
+    def handler(self, signum, frame):
+        if self.signal is None:
+            self.signal = signum
+        elif signum == signal.SIGINT:
+            if self.depth:
+                self.abort = True
+            else:
+                raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def critical(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if self.abort and not self.depth:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
 def stop_on_signals():
-    """SIGINT/SIGTERM set ``stop["signal"]``; the loop finishes its step and saves. A second
-    SIGINT falls through to Python's default (KeyboardInterrupt)."""
-    stop = {"signal": None}
-
-    def handler(signum, frame):
-        stop["signal"] = signum
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    stopper = Stopper()
+    previous = {s: signal.signal(s, stopper.handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield stop
+        yield stopper
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
 
 
-def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
-    """Run (or resume) one training job in ``run_dir``; returns the summary it writes."""
-    started = time.time()
-    parts = build(cfg)
-    state, dataset, objective = parts.state, parts.dataset, parts.objective
-    if cfg.resume:
-        restore(state, cfg)
-    start_step, total, batch = state.step, cfg.train.steps, cfg.train.batch_size
-    phases = objective.phases()
-    log = RunLog(run_dir, total, start_step, cfg.train.print_every)
-    checkpoint_file = run_dir / "checkpoints" / "last.pt"
-    config = OmegaConf.to_container(cfg, resolve=True)
+# ---------------------------------------------------------------------------- one step
 
-    def save_checkpoint(step_file: Path | None = None) -> None:
-        payload = {"format": FORMAT, "igm_version": __version__, "config": config,
-                   "overrides": [o for o in overrides if not o.startswith("resume=")],
-                   "data_shape": list(dataset.shape),
-                   **state.state_dict()}
-        if log.enabled:
-            save_atomic(payload, checkpoint_file)
-            if step_file is not None:
-                save_atomic(payload, step_file)
+@dataclass
+class PhasePlan:
+    """One phase as the loop runs it: the networks as this phase calls them (DDP/compiled
+    wrappers of the roles it trains), its optimiser and gradient scaler, and which parameters
+    take gradients while it runs."""
 
-    images, real_logged = dataset.is_image, False
-    evaluator = (ImageEvaluator(cfg.eval.metrics, cfg.eval.features, cfg.eval.weights, dataset,
-                                parts.device, warn=log.message) if images else None)
+    phase: Phase
+    nets: nn.ModuleDict
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    grads_on: list[nn.Parameter]
+    grads_off: list[nn.Parameter]
 
-    def run_evaluation() -> dict:
-        nonlocal real_logged
-        figures, grids = {}, {}
-        if images:
-            metrics = evaluator(state.sampler, parts.z_dim, cfg.eval.n_samples)
-            grids["samples"] = image_grid(generate(state.sampler, cfg.eval.grid, parts.z_dim,
-                                                   EVAL_SEED, parts.device))
-            if not real_logged:  # once per process
-                grids["real"] = image_grid(dataset.reference(cfg.eval.grid))
-                real_logged = True
-        else:
-            metrics, fake, real = evaluate(state.sampler, dataset, parts.z_dim,
-                                           cfg.eval.n_samples, parts.device)
-            if cfg.eval.plot and dataset.dim <= 2:
-                critic = state.nets["critic"] if "critic" in state.nets else None
-                figures["samples"] = samples_figure(real, fake, critic)
-        if hasattr(objective, "extra_metrics"):  # models with an encoder (Alpha-GAN)
-            extra, extra_images, extra_figures = autoencoder_extras(
-                objective, state.nets, dataset, parts.z_dim, cfg.eval.n_samples, parts.device,
-                pictures=cfg.eval.plot)
-            metrics = {**metrics, **extra}
-            grids.update(extra_images)
-            figures.update(extra_figures)
-        log.evaluation(state.step, metrics, images=grids, figures=figures)
-        return metrics
 
-    # Speed switches (GPU): autocast, torch.compile, channels_last. The compiled modules share
-    # their parameters with state.nets, which stays the one thing saved and restored.
-    autocast = amp_context(cfg.train.amp, parts.device)
-    scalers = state.make_scalers(parts.device) if cfg.train.amp == "fp16" else None
-    channels_last = use_channels_last(cfg.train.channels_last, parts.device, images)
-    if channels_last:
-        state.nets.to(memory_format=torch.channels_last)
-    nets = state.nets
-    if cfg.train.compile:  # critics stay eager: their penalties need double backward, which
-        # compiled graphs do not support ("requires create_graph=False")
-        nets = torch.nn.ModuleDict({k: v if k.endswith("critic") else torch.compile(v)
-                                    for k, v in state.nets.items()})
+def phase_plans(parts: Parts) -> list[PhasePlan]:
+    state = parts.state
+    every = list(state.nets.parameters())
+    plans = []
+    for phase in parts.objective.phases():
+        on = [p for role in phase.trains for p in state.nets[role].parameters()]
+        ids = {id(p) for p in on}
+        plans.append(PhasePlan(phase, parts.phase_nets[phase.name],
+                               state.optimizers[phase.name], state.scalers[phase.name],
+                               on, [p for p in every if id(p) not in ids]))
+    return plans
 
-    status, metrics, note = "completed", {}, ""
-    pending: list[torch.Tensor] = []  # per-step losses since the last finiteness check
-    timer, loop_start = StepTimer(start_step), time.perf_counter()
-    with stop_on_signals() as stop:
-        while state.step < total:
-            step = state.step
-            state.set_lr(lr_factor(cfg.train.lr_decay, step, total))
-            losses = {}
-            for phase in phases:
-                state.nets.requires_grad_(False)  # only this phase's networks get gradients
-                for role in phase.trains:
-                    state.nets[role].requires_grad_(True)
-                optimizer = state.optimizers[phase.name]
-                for _ in range(phase.repeats_at(step)):
-                    real = dataset.sample(batch, state.data_rng)
-                    if channels_last:
-                        real = real.contiguous(memory_format=torch.channels_last)
-                    z = torch.randn(batch, parts.z_dim, generator=state.noise_rng,
-                                    device=parts.device)
-                    optimizer.zero_grad(set_to_none=True)
-                    with autocast():
-                        loss = phase.loss(nets, real, z)
-                    if scalers is None:
-                        loss.backward()
-                        optimizer.step()
-                    else:  # fp16: scale the loss so small gradients do not underflow
-                        scalers[phase.name].scale(loss).backward()
-                        scalers[phase.name].step(optimizer)
-                        scalers[phase.name].update()
-                    objective.after_step(phase, state.nets)
-                losses[f"loss/{phase.name}"] = loss.detach()
-            state.update_ema()
-            state.step = step + 1
-            pending.append(torch.stack(list(losses.values())))
 
-            done = state.step == total
-            signalled = stop["signal"]  # read once: a signal arriving later waits for the next step
-            log_now = state.step % cfg.train.log_every == 0 or done or signalled
-            eval_now = state.step % cfg.eval.every == 0 or done
-            ckpt_now = state.step % cfg.ckpt.every == 0 or done or signalled
-            if log_now or eval_now or ckpt_now:
-                bad = first_nonfinite(pending, state.step - len(pending) + 1, losses)
-                pending.clear()
-                if bad is None and not state.params_finite():
-                    bad = state.step, "non-finite weights"
-                if bad is not None:
-                    status = "diverged"
-                    kept = (f"kept the last good checkpoint {checkpoint_file}"
-                            if checkpoint_file.exists() else "no checkpoint had been saved yet")
-                    note = f"diverged at step {bad[0]} ({bad[1]}); {kept}"
-                    break
-            if log_now:
-                values = {k: v.item() for k, v in losses.items()}
-                rate = timer.rate(state.step)
-                log.scalars(state.step, {**values, "perf/steps_per_sec": rate,
-                                         "perf/lr": state.optimizers[phases[0].name]
-                                         .param_groups[0]["lr"]})
-                log.progress(state.step, values, rate)
-            if eval_now:
-                metrics = run_evaluation()
-            if ckpt_now:
-                keep = cfg.ckpt.keep_every and state.step % cfg.ckpt.keep_every == 0
-                save_checkpoint(run_dir / "checkpoints" / f"step_{state.step:07d}.pt"
-                                if keep else None)
-            if signalled:
-                status = "interrupted"
-                name = signal.Signals(signalled).name
-                note = f"stopped by {name} at step {state.step}; resume with resume={run_dir}"
-                break
-
-    loop_seconds = time.perf_counter() - loop_start
-    steps_done = state.step - start_step
-    summary = {
-        "status": status,
-        "steps": state.step,
-        "wall_seconds": round(time.time() - started, 3),
-        "steps_per_second": round(steps_done / max(loop_seconds, 1e-9), 3),
-        "metrics": metrics,
-        "model": cfg.model.name,
-        "dataset": cfg.dataset.name,
-        "seed": cfg.seed,
-        "device": str(parts.device),
-        "run_dir": str(run_dir),
-    }
-    if note:
-        summary["message"] = note
-        log.message(f"igm: {note}")
-    log.summary(summary)
-    log.close()
-    return summary
+def train_step(plans: list[PhasePlan], draw: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+               autocast, after_step, step: int) -> list[torch.Tensor]:
+    """One training step: each phase's optimiser steps (``repeats_at(step)`` of them), each on
+    a fresh batch of data and noise. Returns each phase's last loss (detached, not synced)."""
+    losses = []
+    for plan in plans:
+        for p in plan.grads_off:  # only this phase's networks get weight gradients
+            p.requires_grad_(False)
+        for p in plan.grads_on:
+            p.requires_grad_(True)
+        for _ in range(plan.phase.repeats_at(step)):
+            real, z = draw()
+            plan.optimizer.zero_grad(set_to_none=True)
+            with autocast():
+                loss = plan.phase.loss(plan.nets, real, z)
+            plan.scaler.scale(loss).backward()  # fp16: scaled so small gradients survive
+            plan.scaler.step(plan.optimizer)
+            plan.scaler.update()
+            after_step(plan.phase)
+        losses.append(loss.detach())
+    return losses
 
 
 AMP = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -215,19 +142,12 @@ def amp_context(amp: str, device: torch.device):
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
-def use_channels_last(setting, device: torch.device, images: bool) -> bool:
-    """``train.channels_last``: auto = on for image data on a GPU."""
-    if str(setting) == "auto":
-        return images and device.type == "cuda"
-    return bool(setting) and images
-
-
-def first_nonfinite(pending: list[torch.Tensor], first_step: int, names):
+def first_nonfinite(pending: list[list[torch.Tensor]], first_step: int, names):
     """(step, "loss/x = nan, ...") for the first step whose losses are not all finite; else
-    None. ``pending`` holds one [phases] tensor per step, checked in one sync."""
+    None. ``pending`` holds each step's phase losses, checked with one sync."""
     if not pending:
         return None
-    history = torch.stack(pending)  # [steps, phases]
+    history = torch.stack([torch.stack(losses) for losses in pending]).float()  # [steps, phases]
     finite = torch.isfinite(history).all(dim=1)
     if bool(finite.all()):
         return None
@@ -235,6 +155,303 @@ def first_nonfinite(pending: list[torch.Tensor], first_step: int, names):
     named = ", ".join(f"{k} = {v:g}" for k, v in zip(names, history[index].tolist()))
     return first_step + index, named
 
+
+# ---------------------------------------------------------------------------- checkpoints
+
+class Checkpoints:
+    """checkpoints/last.pt (every ``ckpt.every`` steps, at the end and when stopped),
+    step_NNNNNNN.pt (every ``ckpt.keep_every`` steps) and best.pt (``ckpt.keep_best``), written
+    atomically by rank 0 with signals held back."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, overrides: list[str], parts: Parts,
+                 stopper: Stopper):
+        self.folder = run_dir / "checkpoints"
+        self.last = self.folder / "last.pt"
+        self.parts, self.stopper = parts, stopper
+        self.header = {"format": FORMAT, "igm_version": __version__,
+                       "config": OmegaConf.to_container(cfg, resolve=True),
+                       "overrides": [o for o in overrides if not o.startswith("resume=")],
+                       "data_shape": list(parts.dataset.shape)}
+        self.keep_best = parse_keep_best(cfg.ckpt.get("keep_best"))
+        self.best_value: float | None = None
+        self.best_step: int | None = None
+
+    def payload(self) -> dict:
+        return {**self.header, **self.parts.state.state_dict()}
+
+    def save(self, keep_step: bool) -> None:
+        if not parallel.RANKS.main:
+            return
+        payload = self.payload()
+        with self.stopper.critical():
+            save_atomic(payload, self.last)
+            if keep_step:
+                save_atomic(payload, self.folder / f"step_{self.parts.state.step:07d}.pt")
+
+    def consider_best(self, metrics: dict[str, float]) -> bool:
+        """Save best.pt when the chosen metric improved; True when it did."""
+        if self.keep_best is None or not parallel.RANKS.main:
+            return False
+        name, direction = self.keep_best
+        value = metrics.get(name)
+        if value is None or value != value:  # missing or NaN
+            return False
+        improved = (self.best_value is None or (value < self.best_value if direction == "min"
+                                                else value > self.best_value))
+        if improved:
+            self.best_value, self.best_step = value, self.parts.state.step
+            payload = {**self.payload(), "best": {"metric": name, "value": value,
+                                                  "direction": direction}}
+            with self.stopper.critical():
+                save_atomic(payload, self.folder / "best.pt")
+        return improved
+
+
+# ---------------------------------------------------------------------------- the run
+
+def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
+    """Run (or resume) one training job in ``run_dir``; returns the summary it writes."""
+    started = time.time()
+    main = parallel.RANKS.main
+    run_dir = Path(run_dir)
+    if main:
+        rundir.lock(run_dir)
+        write_json_atomic({"status": "running", "pid": os.getpid(),
+                           "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                           "run_dir": str(run_dir)}, run_dir / "summary.json")
+    log: RunLog | None = None
+    summary = {"status": "failed", "steps": 0}
+    try:
+        check_config(cfg)
+        parts = build(cfg)
+        if cfg.resume:
+            restore(parts.state, cfg)
+        log = RunLog(run_dir, cfg.train.steps, parts.state.step, cfg.train.print_every, main)
+        summary = run(cfg, parts, log, run_dir, overrides, started)
+    except KeyboardInterrupt:
+        summary.update(status="interrupted", exit_code=EXIT["SIGINT"],
+                       message=f"stopped by a second SIGINT; the last checkpoint in "
+                               f"{run_dir / 'checkpoints'} is intact; resume with resume={run_dir}")
+    except IgmError as exc:
+        summary.update(status="failed", message=str(exc),
+                       exit_code=EXIT["failed"] if isinstance(exc, DiskFull) else EXIT["input"])
+    except Exception as exc:  # anything unexpected: one line here, the traceback in train.log
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        summary.update(status="failed", exit_code=EXIT["failed"],
+                       message=f"{type(exc).__name__}: {first} (traceback in "
+                               f"{run_dir / 'train.log'})")
+        if main:
+            with open(run_dir / "train.log", "a") as f:
+                f.write(traceback.format_exc())
+    finally:
+        parallel.destroy_process_group()
+    summary.setdefault("exit_code", EXIT["completed"])
+    summary.setdefault("wall_seconds", round(time.time() - started, 3))
+    summary.setdefault("run_dir", str(run_dir))
+    if summary["status"] == "failed":  # the command prints it as its error line
+        if log is not None:
+            log.message(f"igm: error: {summary['message']}", console=False)
+    elif summary["status"] != "completed" and "message" in summary:
+        (log.message if log is not None else _print_if_main)(f"igm: {summary['message']}")
+    if main:
+        try:
+            write_json_atomic(summary, run_dir / "summary.json")
+        except OSError as exc:  # e.g. the disk is full: the console line above still says why
+            _print_if_main(f"igm: could not write summary.json ({exc.strerror})")
+    if log is not None:
+        log.close()
+    if main:
+        rundir.unlock(run_dir)
+    return summary
+
+
+def _print_if_main(text: str) -> None:
+    if parallel.RANKS.main:
+        print(text, flush=True)
+
+
+def run(cfg: DictConfig, parts: Parts, log: RunLog, run_dir: Path, overrides: list[str],
+        started: float) -> dict:
+    state, dataset, objective, device = parts.state, parts.dataset, parts.objective, parts.device
+    ranks = parallel.RANKS
+    start_step, total, batch = state.step, cfg.train.steps, cfg.train.batch_size
+    announce(cfg, parts, log, run_dir, start_step)
+    plans = phase_plans(parts)
+    names = [f"loss/{plan.phase.name}" for plan in plans]
+    autocast = amp_context(cfg.train.amp, device)
+    evaluator = Evaluator(cfg, dataset, objective, parts.z_dim, device, warn=log.message) \
+        if ranks.main else None
+    rows = ranks.rows(batch)
+
+    def draw() -> tuple[torch.Tensor, torch.Tensor]:
+        """The global batch of data and noise from the seeded streams; this rank's rows."""
+        real = dataset.sample(batch, state.data_rng)
+        z = torch.randn(batch, parts.z_dim, generator=state.noise_rng, device=device)
+        if ranks.distributed:
+            real, z = real[rows], z[rows]
+        if parts.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        return real, z
+
+    def after_step(phase: Phase) -> None:
+        objective.after_step(phase, state.nets)
+
+    status, metrics, note, steps_done_at = "completed", {}, "", None
+    pending: list[list[torch.Tensor]] = []  # each step's losses since the last check
+    timer, loop_start = StepTimer(start_step), time.perf_counter()
+    with stop_on_signals() as stopper:
+        checkpoints = Checkpoints(cfg, run_dir, overrides, parts, stopper)
+        while state.step < total:
+            step = state.step
+            state.set_lr(lr_factor(cfg.train.lr_decay, step, total))
+            losses = train_step(plans, draw, autocast, after_step, step)
+            state.update_ema()
+            state.step = step + 1
+            pending.append(losses)
+
+            done = state.step == total
+            signalled = parallel.any_rank(stopper.signal is not None)  # read once per step
+            log_now = state.step % cfg.train.log_every == 0 or done or signalled
+            eval_now = state.step % cfg.eval.every == 0 or done
+            keep_now = bool(cfg.ckpt.keep_every) and state.step % cfg.ckpt.keep_every == 0
+            ckpt_now = state.step % cfg.ckpt.every == 0 or done or signalled or keep_now
+            if log_now or eval_now or ckpt_now:
+                bad = first_nonfinite(pending, state.step - len(pending) + 1, names)
+                pending.clear()
+                if bad is None and not state.params_finite():
+                    bad = state.step, "non-finite weights"
+                if parallel.any_rank(bad is not None):
+                    bad = bad or (state.step, "on another rank")
+                    status, steps_done_at = "diverged", bad[0]
+                    last = checkpoints.last
+                    kept = (f"kept the last good checkpoint {last}" if last.exists()
+                            else "no checkpoint had been saved yet")
+                    note = f"diverged at step {bad[0]} ({bad[1]}); {kept}"
+                    break
+            if log_now:
+                values = dict(zip(names, torch.stack(losses).float().tolist()))
+                rate = timer.rate(state.step)
+                log.scalars(state.step, {**values, "perf/steps_per_sec": rate,
+                                         "perf/lr": plans[0].optimizer.param_groups[0]["lr"]})
+                log.progress(state.step, values, rate)
+            if eval_now and ranks.main:
+                evaluation = evaluator(state.sampler, state.nets, state.step)
+                metrics = evaluation.metrics
+                log.evaluation(state.step, evaluation)
+                if checkpoints.consider_best(metrics):
+                    log.message(f"best {checkpoints.keep_best[0]} so far: saved "
+                                f"{checkpoints.folder / 'best.pt'}", console=False)
+            if ckpt_now:
+                checkpoints.save(keep_step=keep_now)
+            if signalled:
+                status = "interrupted"
+                name = (signal.Signals(stopper.signal).name if stopper.signal is not None
+                        else "a signal to another rank")
+                note = f"stopped by {name} at step {state.step}; resume with resume={run_dir}"
+                break
+
+    loop_seconds = time.perf_counter() - loop_start
+    steps_done = state.step - start_step
+    summary = {
+        "status": status,
+        "steps": steps_done_at if steps_done_at is not None else state.step,
+        "wall_seconds": round(time.time() - started, 3),
+        "steps_per_second": round(steps_done / max(loop_seconds, 1e-9), 3),
+        "metrics": metrics,
+        "model": cfg.model.name,
+        "dataset": cfg.dataset.name,
+        "seed": cfg.seed,
+        "device": str(device),
+        "world_size": ranks.world_size,
+        "batch_per_rank": batch // ranks.world_size,
+        "run_dir": str(run_dir),
+        "exit_code": EXIT["completed"],
+    }
+    if ranks.distributed:  # DDP keeps the replicas equal; say so, and catch it if not
+        sums = torch.stack([p.detach().double().sum().cpu() for p in state.nets.parameters()])
+        summary["ranks_in_sync"] = parallel.same_on_all_ranks(sums)
+    if checkpoints.best_step is not None:
+        summary["best"] = {"metric": checkpoints.keep_best[0], "value": checkpoints.best_value,
+                           "step": checkpoints.best_step}
+    if status == "diverged":
+        summary["exit_code"] = EXIT["diverged"]
+    if status == "interrupted":
+        summary["exit_code"] = EXIT.get(signal.Signals(stopper.signal).name, 143) \
+            if stopper.signal is not None else EXIT["SIGTERM"]
+    if note:
+        summary["message"] = note
+    if ranks.main:
+        log.hparams(hparams_of(cfg, overrides), metrics)
+        finish(log, summary, evaluator, run_dir)
+    return summary
+
+
+def announce(cfg: DictConfig, parts: Parts, log: RunLog, run_dir: Path, start_step: int) -> None:
+    """The start of a run: where it writes, what it trains, and its config in TensorBoard."""
+    ranks = parallel.RANKS
+    what = (f"{cfg.model.name} on {cfg.dataset.name}, seed {cfg.seed}, {parts.device}, "
+            f"{cfg.train.steps} steps of batch {cfg.train.batch_size}")
+    if ranks.distributed:
+        what += f" ({ranks.world_size} processes x {cfg.train.batch_size // ranks.world_size})"
+    log.message(f"igm: run folder {run_dir}")
+    log.message(f"igm: training {what}; {describe_params(parts.state.nets)} parameters")
+    if start_step:
+        log.message(f"igm: resumed from step {start_step}")
+    recipe_steps = cfg.train.get("recipe_steps")
+    if recipe_steps and cfg.train.steps < recipe_steps:
+        log.message(f"igm: warning: train.steps={cfg.train.steps} is shorter than the "
+                    f"{recipe_steps} steps this recipe was tuned for (the learning rate decays "
+                    f"to 0 at train.steps): expect fewer modes and lower quality")
+    import platform
+
+    versions = {"igm": __version__, "torch": torch.__version__,
+                "python": platform.python_version(), "igm source": git_commit(Path(__file__)
+                                                                               .parent),
+                "working folder": git_commit(Path.cwd())}
+    log.text("config", "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "```")
+    log.text("versions", "\n".join(f"- {k}: {v}" for k, v in versions.items() if v))
+
+
+def hparams_of(cfg: DictConfig, overrides: list[str]) -> dict:
+    """The run's hyperparameters for TensorBoard's HPARAMS tab: model, data, arch, seed, and
+    every key set on the command line (what a sweep varies)."""
+    values = {"model": cfg.model.name, "dataset": cfg.dataset.name, "arch": cfg.arch.name,
+              "seed": cfg.seed}
+    for override in overrides:
+        key = override.partition("=")[0].lstrip("+~")
+        if key.startswith("hydra") or key == "resume":
+            continue
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not OmegaConf.is_config(value):
+            values[key] = value
+        elif OmegaConf.is_config(value) and "name" in value:  # a group choice: model=wgan
+            values[key] = value.name
+    return values
+
+
+def finish(log: RunLog, summary: dict, evaluator, run_dir: Path) -> None:
+    """The summary block: status, steps, time, final metrics with their scale and direction,
+    the run folder, and how to look at it."""
+    rate = summary["steps_per_second"]
+    log.message(f"igm: {summary['status']} at step {summary['steps']} in "
+                f"{summary['wall_seconds']:.1f} s ({rate:.1f} steps/s)")
+    metrics = summary["metrics"]
+    if metrics:
+        total = evaluator.modes_total if evaluator is not None else None
+        shown = []
+        for name, value in metrics.items():
+            direction = better(name)
+            text = f"{int(value)}/{total}" if name == "modes" and total else f"{value:.4g}"
+            arrow = {"min": " (lower is better)", "max": " (higher is better)"}.get(direction, "")
+            shown.append(f"{name} {text}{arrow}")
+        log.message("  final metrics: " + "; ".join(shown))
+        log.message(f"  in short: {headline(metrics, total)}")
+    log.message(f"  run folder: {run_dir}")
+    log.message(f"  tensorboard --logdir {run_dir}")
+    log.message(f"  igm sample run={run_dir} n=1000 out=samples.png")
+
+
+# ---------------------------------------------------------------------------- resume
 
 def load_resume(cfg: DictConfig) -> dict:
     """The checkpoint named by ``cfg.resume``, refused when it is another model's or already
@@ -250,12 +467,23 @@ def load_resume(cfg: DictConfig) -> dict:
     return checkpoint
 
 
-def restore(state, cfg: DictConfig) -> None:
-    """Load ``cfg.resume`` into ``state``."""
+def check_resume(cfg: DictConfig) -> None:
+    """Whether ``cfg.resume`` fits ``cfg`` (networks, optimisers, scalers), tried on the CPU
+    before anything is written: a refused resume leaves the run folder as it was."""
+    from igm_cli.build import build_state
+
+    checked = check_config(cfg)
+    state = build_state(cfg, checked, checked.data_shape, torch.device("cpu"))
+    restore(state, cfg, warn=lambda _: None)
+
+
+def restore(state, cfg: DictConfig, warn=print) -> None:
+    """Load ``cfg.resume`` into ``state``; a checkpoint that does not fit (another width,
+    data shape, optimiser) is a one-line IgmError."""
     checkpoint = load_resume(cfg)
     try:
-        state.load_state_dict(checkpoint)
-    except (KeyError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:200]
+        state.load_state_dict(checkpoint, warn=warn if parallel.RANKS.main else lambda _: None)
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise IgmError(f"checkpoint '{cfg.resume}' does not fit this configuration ({first})") \
             from None

@@ -19,8 +19,9 @@ def igm_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "igm_cli"]
 
 
-def run_igm(args, cwd: Path, timeout: float = 240, check: bool = False, **kwargs):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_igm(args, cwd: Path, timeout: float = 240, check: bool = False, env_extra=None,
+            **kwargs):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     env.pop("HYDRA_FULL_ERROR", None)
     result = subprocess.run([*igm_command(), *map(str, args)], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=timeout, **kwargs)

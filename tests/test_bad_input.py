@@ -27,7 +27,7 @@ def assert_one_line_error(result, *needles):
     (["train", "device=tpu"], ["'tpu'", "auto, cpu, cuda"]),
     (["train", "dataset=npy"], ["dataset.path"]),
     (["train", "dataset=npy", "dataset.path=missing.npy"], ["missing.npy", "does not exist"]),
-    (["train", "resume=nowhere"], ["'nowhere'", "does not exist"]),
+    (["train", "resume=nowhere"], ["/nowhere'", "does not exist"]),
     (["sample", "run=.", "n=5", "out=x.npy"], ["no checkpoint"]),
     (["sample", "run=.", "n=zero", "out=x.npy"], ["'zero'"]),
 ])

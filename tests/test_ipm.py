@@ -199,16 +199,19 @@ def test_mmd_gan_kernel_choice():
         MMDGAN(kernel="gauss")
 
 
-def test_toy_recipes_apply_to_their_pair_only():
-    """recipe/<model>_<dataset>.yaml tunes a pair; other data sets keep the paper's values and
-    the command line wins over both."""
+def test_toy_recipes_apply_by_data_kind():
+    """recipe/<model>_points.yaml tunes a model for every set of points (a user's npy array
+    too); images keep the paper's values; the command line wins over both."""
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         tuned = compose("train", overrides=["model=wgan_gp"])
-        paper = compose("train", overrides=["model=wgan_gp", "dataset=swissroll"])
+        swiss = compose("train", overrides=["model=wgan_gp", "dataset=swissroll"])
+        npy = compose("train", overrides=["model=wgan_gp", "dataset=npy", "dataset.path=x.npy"])
+        paper = compose("train", overrides=["model=wgan_gp", "dataset=digits"])
         mine = compose("train", overrides=["model=wgan_gp", "model.lr=3e-4"])
-        batch = compose("train", overrides=["model=mmd_gan", "dataset=grid25"]).train.batch_size
+        batch = compose("train", overrides=["model=mmd_gan", "dataset=npy"]).train.batch_size
     assert paper.model.lr == 1e-4 and list(paper.model.betas) == [0.0, 0.9]
     assert paper.model.gp_lambda == 10 and paper.model.n_critic == 5
-    assert (tuned.model.lr, tuned.model.gp_lambda, tuned.model.n_critic) == (1e-3, 1.0, 5)
+    for points in (tuned, swiss, npy):
+        assert (points.model.lr, points.model.gp_lambda, points.model.n_critic) == (1e-3, 1.0, 5)
     assert mine.model.lr == 3e-4 and mine.model.gp_lambda == 1.0
     assert batch == 64 and paper.train.batch_size == 256  # a recipe may set train.* too

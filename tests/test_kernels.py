@@ -151,3 +151,23 @@ def test_estimators_are_differentiable_scalars(estimator, dtype):
     assert value.dim() == 0 and value.dtype == dtype and value.item() > 0
     (grad,) = torch.autograd.grad(value, x)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_kernels_ignore_autocast():
+    """Under bf16 autocast the Gram matrices stay float32: the MMD² of close point sets and its
+    gradient match the float32 values (before: MMD² 0.019 instead of 0.047, gradient 98 % off)."""
+    from igm_cli.kernels import make_kernel, mmd2_unbiased, squared_distances
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 2, generator=g) * 0.02 + 2.0  # one ring8 mode, std 0.02
+    y = (torch.randn(200, 2, generator=g) * 0.02 + 2.03).requires_grad_(True)
+    kernel = make_kernel("rbf", bandwidths=(0.05, 0.1))
+    exact = mmd2_unbiased(x, y, kernel)
+    (grad_exact,) = torch.autograd.grad(exact, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sq = squared_distances(x, y)
+        value = mmd2_unbiased(x, y, kernel)
+    (grad,) = torch.autograd.grad(value, y)
+    assert sq.dtype == torch.float32
+    assert value.item() == pytest.approx(exact.item(), rel=1e-5)
+    assert torch.allclose(grad, grad_exact, rtol=1e-4, atol=1e-8)

@@ -77,7 +77,7 @@ def test_sample_writes_points_from_the_run(run50, tmp_path):
 def test_default_outputs_folder_and_1d_run(igm, tmp_path):
     igm("train", "dataset=gaussian_mixture_1d", "train.steps=20", "eval.every=20", *FAST,
         check=True)
-    runs = list((tmp_path / "outputs").glob("*/*_gan_gaussian_mixture_1d"))
+    runs = list((tmp_path / "outputs").glob("*/*_gan_gaussian_mixture_1d_seed0"))
     assert len(runs) == 1
     summary = json.loads((runs[0] / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["metrics"]["modes"] in (0, 1, 2)

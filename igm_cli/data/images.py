@@ -28,8 +28,14 @@ ON_DEVICE = ("auto", "true", "false")
 IMAGE_SETS = ("digits", "fake", "mnist", "fashion_mnist", "cifar10", "celeba", "image_folder")
 
 
-def check_image_config(cfg) -> None:
-    """Key checks of an image data set without loading it; one-line IgmErrors."""
+CHANNELS = {"digits": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "celeba": 3}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+VERIFY_LIMIT = 5000  # image_folder: files opened before the run (all of a smaller folder)
+
+
+def check_image_config(cfg) -> tuple[int, int, int]:
+    """Key checks of an image data set without loading it (one-line IgmErrors); returns the
+    shape (C, H, W) its images will have. Your own folder's files are opened and verified."""
     import inspect
 
     params = {k: v for k, v in dict(cfg).items() if k != "name"}
@@ -39,18 +45,46 @@ def check_image_config(cfg) -> None:
     if unknown:
         raise IgmError(f"dataset '{cfg.name}' has no key {unknown[0]}; its keys: "
                        f"{', '.join(sorted(accepted))}")
-    check_resolution(params.get("resolution", 32))
+    resolution = check_resolution(params.get("resolution", 32))
     _want_tensor(params.get("on_device", "auto"))
+    channels = CHANNELS.get(cfg.name, params.get("channels", 3))
+    if channels not in (1, 3):
+        raise IgmError(f"dataset.channels must be 1 or 3, got {channels!r}")
     if cfg.name in TORCHVISION:  # opening finds (or downloads) the files: fail before any run
         cls_name, by_hand = TORCHVISION[cfg.name]
         _open_torchvision(cfg.name, cls_name, params.get("root"), params.get("download", True),
                           by_hand, train=True)
     if cfg.name == "image_folder":
-        path = params.get("path")
-        if not path:
-            raise IgmError("dataset=image_folder needs dataset.path=FOLDER")
-        if not Path(path).expanduser().is_dir():
-            raise IgmError(f"dataset.path '{path}' is not a folder")
+        verify_folder(image_files(params.get("path")))
+    return channels, resolution, resolution
+
+
+def image_files(path) -> list[Path]:
+    """The image files under ``path`` (recursively), sorted; at least 2, else IgmError."""
+    if not path:
+        raise IgmError("dataset=image_folder needs dataset.path=FOLDER")
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise IgmError(f"dataset.path '{path}' is not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(files) < 2:
+        raise IgmError(f"dataset.path '{path}' holds {len(files)} image files "
+                       f"({', '.join(sorted(IMAGE_SUFFIXES))}); need at least 2")
+    return files
+
+
+def verify_folder(files: list[Path]) -> None:
+    """Open every file (the first VERIFY_LIMIT of a larger folder) and check it decodes."""
+    from PIL import Image
+
+    for file in files[:VERIFY_LIMIT]:
+        try:
+            with Image.open(file) as image:
+                image.verify()
+        except Exception as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise IgmError(f"dataset.path: '{file}' is not a readable image ({reason[:120]}); "
+                           f"remove or replace it") from None
 
 
 def default_root() -> str:
@@ -98,30 +132,39 @@ class ImageData:
 
 
 class TensorImages(ImageData):
-    """All images as one uint8 tensor on the device (train and held-out parts)."""
+    """All images as one uint8 tensor (train and held-out parts), on the training device
+    (``on_device``: each step indexes a batch there) or in host memory (pinned when training on
+    a GPU; each step's batch is copied over). The batch indices come from the same stream either
+    way, so both give the same batches."""
 
     def __init__(self, train: Tensor, heldout: Tensor, device, train_labels=None,
-                 heldout_labels=None):
+                 heldout_labels=None, on_device: bool = True):
         super().__init__(tuple(train.shape[1:]), device)
-        self.train = train.to(self.device)
-        self.test = heldout.to(self.device)
+        self.on_device = on_device
+        store = self.device if on_device else torch.device("cpu")
+        self.train, self.test = train.to(store), heldout.to(store)
+        if store.type == "cpu" and self.device.type == "cuda":
+            self.train, self.test = self.train.pin_memory(), self.test.pin_memory()
         self.train_labels = train_labels
         self.heldout_labels = heldout_labels
 
+    def _to_device(self, images: Tensor) -> Tensor:
+        return to_unit_range(images.to(self.device, non_blocking=True))
+
     def _draw(self, images: Tensor, n: int, generator: torch.Generator) -> Tensor:
-        rows = torch.randint(len(images), (n,), generator=generator, device=images.device)
-        return to_unit_range(images[rows])
+        rows = torch.randint(len(images), (n,), generator=generator, device=generator.device)
+        return self._to_device(images[rows.to(images.device)])
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         return self._draw(self.train, n, generator)
 
     def heldout(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """The first n held-out images (all of them when n is larger), in a fixed order."""
-        return to_unit_range(self.test[:n])
+        return self._to_device(self.test[:n])
 
     def reference(self, n: int) -> Tensor:
         """The first n training images (all when fewer): the real side of FID/KID/IS."""
-        return to_unit_range(self.train[:n])
+        return self._to_device(self.train[:n])
 
 
 class LoaderImages(ImageData):
@@ -186,7 +229,7 @@ def digits(resolution: int = 32, heldout: int = 297, on_device="auto", device="c
     """scikit-learn's handwritten digits (values 0-16 on 8x8), scaled to 0-255 and upscaled.
     A fixed permutation (seed 0) keeps the last ``heldout`` images aside, with their labels."""
     resolution = check_resolution(resolution)
-    _want_tensor(on_device)
+    on_device = _want_tensor(on_device)
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -199,7 +242,7 @@ def digits(resolution: int = 32, heldout: int = 297, on_device="auto", device="c
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
     images, labels = images[order], labels[order]
     k = len(images) - heldout
-    return TensorImages(images[:k], images[k:], device, labels[:k], labels[k:])
+    return TensorImages(images[:k], images[k:], device, labels[:k], labels[k:], on_device)
 
 
 @DATASETS.register("fake", "torchvision FakeData: random images, for smoke tests and speed")
@@ -209,13 +252,13 @@ def fake(size: int = 1024, channels: int = 3, resolution: int = 32, heldout: int
     from torchvision.transforms.functional import pil_to_tensor
 
     resolution = check_resolution(resolution)
-    _want_tensor(on_device)
+    on_device = _want_tensor(on_device)
     data = FakeData(size + heldout, image_size=(channels, resolution, resolution),
                     num_classes=10, random_offset=0)
     images = torch.stack([pil_to_tensor(data[i][0]) for i in range(len(data))])
     if images.shape[1] != channels:  # FakeData's PIL round trip may drop a grey channel
         images = images[:, :1].expand(-1, channels, -1, -1).contiguous()
-    return TensorImages(images[:size], images[size:], device)
+    return TensorImages(images[:size], images[size:], device, on_device=on_device)
 
 
 def _download_error(name: str, root: str, exc: Exception, by_hand: str) -> IgmError:
@@ -247,7 +290,7 @@ def _open_torchvision(name: str, cls_name: str, root, download, by_hand: str, tr
 
 def _torchvision_tensor(name: str, root, download, resolution, on_device, device):
     resolution = check_resolution(resolution)
-    _want_tensor(on_device)
+    on_device = _want_tensor(on_device)
     cls_name, by_hand = TORCHVISION[name]
     train = _open_torchvision(name, cls_name, root, download, by_hand, train=True)
     test = _open_torchvision(name, cls_name, root, download, by_hand, train=False)
@@ -258,7 +301,7 @@ def _torchvision_tensor(name: str, root, download, resolution, on_device, device
         return resize_uint8(data.contiguous(), resolution)
 
     return TensorImages(as_tensor(train), as_tensor(test), device,
-                        torch.as_tensor(train.targets), torch.as_tensor(test.targets))
+                        torch.as_tensor(train.targets), torch.as_tensor(test.targets), on_device)
 
 
 @DATASETS.register("mnist", "MNIST digits (torchvision), resized to 32 or 64 px")
@@ -294,7 +337,7 @@ def _loader_or_tensor(train_set, heldout_set, resolution, channels, on_device, d
         def stack(split):
             return torch.stack([_first(split[i]) for i in range(len(split))])
 
-        return TensorImages(stack(train_set), stack(heldout_set), device)
+        return TensorImages(stack(train_set), stack(heldout_set), device)  # on the device
     return LoaderImages(train_set, heldout_set, (channels, resolution, resolution), device,
                         workers=workers)
 
@@ -326,15 +369,7 @@ def image_folder(path: str | None = None, resolution: int = 64, channels: int = 
 
     resolution = check_resolution(resolution)
     _want_tensor(on_device)
-    if not path:
-        raise IgmError("dataset=image_folder needs dataset.path=FOLDER")
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise IgmError(f"dataset.path '{path}' is not a folder")
-    files = sorted(p for p in folder.rglob("*")
-                   if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp"})
-    if len(files) < 2:
-        raise IgmError(f"dataset.path '{path}' holds {len(files)} image files; need at least 2")
+    files = image_files(path)
     if channels not in (1, 3):
         raise IgmError(f"dataset.channels must be 1 or 3, got {channels!r}")
     transform = _image_transform(resolution)
@@ -348,8 +383,12 @@ def image_folder(path: str | None = None, resolution: int = 64, channels: int = 
             return len(self.paths)
 
         def __getitem__(self, i):
-            with Image.open(self.paths[i]) as image:
-                return transform(image.convert(mode))
+            try:
+                with Image.open(self.paths[i]) as image:
+                    return transform(image.convert(mode))
+            except OSError as exc:
+                raise IgmError(f"dataset.path: '{self.paths[i]}' is not a readable image "
+                               f"({' '.join(str(exc).split())[:120]})") from None
 
     heldout = min(heldout, len(files) // 2)
     train, test = Files(files[:-heldout] if heldout else files), Files(files[-heldout:] or files)

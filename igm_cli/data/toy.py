@@ -8,6 +8,7 @@ once the generator's state is restored. Distributions made of Gaussian modes als
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -33,6 +34,16 @@ class ToyDistribution(ABC):
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator) -> Tensor:  # [n, dim]
         ...
+
+    def fixed_sample(self, n: int, seed: int) -> Tensor:
+        """n points drawn on the CPU from ``seed``, then moved: the same points on every device
+        (evaluation data, held-out points)."""
+        twin = copy.copy(self)
+        twin.device = torch.device("cpu")
+        for key, value in vars(self).items():
+            if isinstance(value, Tensor):
+                setattr(twin, key, value.cpu())
+        return twin.sample(n, torch.Generator().manual_seed(seed)).to(self.device)
 
     is_image = False
 
@@ -158,12 +169,13 @@ def build_dataset(cfg, device):
         raise IgmError(f"dataset '{cfg.name}': {exc}") from None
 
 
-def check_dataset(cfg) -> None:
+def check_dataset(cfg) -> tuple[tuple[int, ...], bool, bool]:
     """The checks of ``build_dataset`` that need no loading: image sets check their keys only
-    (loading them can take long), toy sets are cheap to build."""
+    (loading them can take long), toy sets are cheap to build. Returns (data shape, whether it
+    is an image set, whether it has known modes)."""
     from igm_cli.data.images import IMAGE_SETS, check_image_config
 
     if cfg.name in IMAGE_SETS:
-        check_image_config(cfg)
-    else:
-        build_dataset(cfg, "cpu")
+        return tuple(check_image_config(cfg)), True, False
+    data = build_dataset(cfg, "cpu")
+    return tuple(data.shape), False, data.has_modes

@@ -1,1 +1,37 @@
-"""Evaluation metrics: mode coverage on toy mixtures (toy) and sample-set distances (distances)."""
+"""Evaluation metrics: mode coverage on toy mixtures (toy), sample-set distances (distances),
+image metrics (images).
+
+``METRICS`` registers each metric family: a function from an evaluation's samples to
+{name: value}, with the direction in which each of its values is better (``better``: name ->
+"min" | "max" | None for companions such as a standard deviation) and the kind of data it applies
+to. Help texts, `igm list metrics`, ``ckpt.keep_best``, ``eval.sweep_metric`` checks and the
+end-of-run summary all read this one table.
+"""
+
+from __future__ import annotations
+
+from igm_cli.errors import IgmError
+from igm_cli.registry import Registry
+
+METRICS = Registry("metric")
+
+
+def better(name: str) -> str | None:
+    """"min" or "max": which direction of metric ``name`` is better (None: no direction)."""
+    for family in METRICS.names():
+        outputs = METRICS.info(family)["better"]
+        if name in outputs:
+            return outputs[name]
+    raise IgmError(f"unknown metric '{name}'; choose from: {', '.join(all_names())}")
+
+
+def all_names() -> list[str]:
+    return sorted({n for f in METRICS.names() for n in METRICS.info(f)["better"]})
+
+
+def families(kind: str) -> list[str]:
+    """The registered families for ``kind`` ("points" or "images"), in registration order."""
+    return [f for f in METRICS.in_order() if METRICS.info(f)["kind"] == kind]
+
+
+from igm_cli.metrics import images, points  # noqa: E402,F401  (register the families)

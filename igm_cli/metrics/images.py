@@ -23,9 +23,13 @@ Extractors (``FEATURES``) are built as ``FEATURES.get(name)(weights, device)`` a
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -34,10 +38,10 @@ from torch import Tensor, nn
 
 from igm_cli.errors import IgmError
 from igm_cli.kernels import polynomial_kernel
+from igm_cli.metrics import METRICS, families
 from igm_cli.registry import Registry
 
 FEATURES = Registry("feature extractor")
-METRIC_NAMES = ("fid", "kid", "is")
 
 # torch-fidelity's converted TF Inception weights (the name its downloader gives the file in the
 # torch hub cache), and the same network as converted by pytorch-fid, which has the same keys.
@@ -108,6 +112,24 @@ class InceptionFeatures(nn.Module):
         return features.float(), logits.float()
 
 
+def load_weights_safely(path: str) -> dict:
+    """A state dict {name: tensor} from ``path``, unpickled with ``weights_only=True`` (a file
+    that tries to run code is refused); anything else is a FeaturesUnavailable."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise FeaturesUnavailable(
+            f"cannot load Inception weights from {path} safely ({first[:160]}); give the FID "
+            f"Inception file with eval.weights=PATH (image metrics fid/kid/is are off)"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise FeaturesUnavailable(
+            f"cannot load Inception weights from {path} (not a state dict of tensors); give the "
+            f"FID Inception file with eval.weights=PATH (image metrics fid/kid/is are off)")
+    return state
+
+
 @FEATURES.register(
     "inception",
     "InceptionV3 pool features (2048-d) and logits, TF FID weights; numbers comparable with papers",
@@ -123,11 +145,17 @@ def build_inception(weights: str | None, device) -> nn.Module:
             f"eval.features=inception needs torch-fidelity ({e}); pip install torch-fidelity, "
             f"or pick another extractor; image metrics (fid/kid/is) are off"
         ) from None
+    state = load_weights_safely(path)
     try:
+        # torch-fidelity unpickles whatever it is given with weights_only=False: it gets the
+        # tensors we loaded safely, re-serialised in memory, never the user's file.
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        buffer.seek(0)
         net = FeatureExtractorInceptionV3(
-            "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=path
-        )
-    except Exception as e:  # a truncated file, or a state dict of another network
+            "inception-v3-compat", ["2048", "logits_unbiased"],
+            feature_extractor_weights_path=buffer)
+    except Exception as e:  # a state dict of another network
         if isinstance(e, RuntimeError) and "state_dict" in str(e):
             first = "its keys or shapes are not those of InceptionV3"
         else:
@@ -336,16 +364,69 @@ def inception_score(logits, splits: int = 10) -> tuple[float, float]:
 ImageBatches = Tensor | Iterable[Tensor]
 
 
+@dataclass
+class Features:
+    """One side's features [N, d] and logits [N, k] (or None), with their FID statistics
+    computed on first use."""
+
+    features: Tensor
+    logits: Tensor | None
+
+    @cached_property
+    def statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        return feature_statistics(self.features)
+
+
+@METRICS.register("fid", "Fréchet distance between Gaussians fitted to real and generated "
+                  "features (Heusel et al. 2017)", kind="images", better={"fid": "min"})
+def fid_metric(real: Features, fake: Features, settings: ImageMetrics) -> dict:
+    return {"fid": frechet_distance(*real.statistics, *fake.statistics)}
+
+
+@METRICS.register("kid", "unbiased MMD² with the cubic kernel over feature subsets (Binkowski "
+                  "et al. 2018), and its std over subsets", kind="images",
+                  better={"kid": "min", "kid_std": None})
+def kid_metric(real: Features, fake: Features, settings: ImageMetrics) -> dict:
+    kid, kid_std = kid_from_features(real.features, fake.features, settings.kid_subsets,
+                                     settings.kid_subset_size)
+    return {"kid": kid, "kid_std": kid_std}
+
+
+@METRICS.register("is", "Inception Score exp(E KL(p(y|x) || p(y))) of the generated images "
+                  "(Salimans et al. 2016), and its std over splits", kind="images",
+                  better={"is": "max", "is_std": None}, needs_logits=True)
+def inception_score_metric(real: Features, fake: Features, settings: ImageMetrics) -> dict:
+    score, spread = inception_score(fake.logits, settings.is_splits)
+    return {"is": score, "is_std": spread}
+
+
 def check_metric_names(names: Sequence[str]) -> None:
-    """Each name is one of METRIC_NAMES, else a one-line IgmError listing them."""
+    """Each name is a registered image metric, else a one-line IgmError listing them."""
+    choices = families("images")
     for name in names:
-        if name not in METRIC_NAMES:
-            raise IgmError(f"unknown image metric '{name}'; choose from: {', '.join(METRIC_NAMES)}")
+        if name not in choices:
+            raise IgmError(f"unknown image metric '{name}'; choose from: {', '.join(choices)}")
+
+
+@contextmanager
+def no_tf32():
+    """Matmuls and convolutions in full float32: TF32 (Ampere and later) moves Inception
+    features, and so FID, away from the published numbers."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 class ImageMetrics:
-    """FID, KID and IS of generated images against real ones, on the features of the
-    extractor ``features`` (a name in ``FEATURES``).
+    """The image metrics ``names`` (families of ``METRICS`` for images: fid, kid, is) of
+    generated images against real ones, on the features of the extractor ``features`` (a name
+    in ``FEATURES``).
 
     The real features (and their FID statistics) are computed once by ``real_features`` and
     reused at every ``compute``. Building with ``features='inception'`` raises
@@ -369,30 +450,33 @@ class ImageMetrics:
         self.features = features
         self.device = torch.device(device)
         self.extractor = FEATURES.get(features)(weights, self.device)
-        if "is" in self.names and not getattr(self.extractor, "has_logits", False):
-            raise IgmError(
-                f"image metric 'is' needs class logits, which feature extractor '{features}' "
-                f"does not give; drop 'is' or use eval.features=inception or random_conv"
-            )
+        for name in self.names:
+            if METRICS.info(name).get("needs_logits") and not getattr(
+                    self.extractor, "has_logits", False):
+                raise IgmError(
+                    f"image metric '{name}' needs class logits, which feature extractor "
+                    f"'{features}' does not give; drop '{name}' or use eval.features=inception "
+                    f"or random_conv"
+                )
         self.batch_size = batch_size
         self.kid_subsets, self.kid_subset_size, self.is_splits = (
             kid_subsets, kid_subset_size, is_splits)
-        self._real: Tensor | None = None
-        self._real_stats: tuple[np.ndarray, np.ndarray] | None = None
+        self._real: Features | None = None
 
     @torch.no_grad()
     def extract(self, images: ImageBatches) -> tuple[Tensor, Tensor | None]:
         """Features [N, d] and logits [N, k] (or None) of images in [-1, 1], given as one
         tensor [N, C, H, W] or an iterable of such batches, run through the extractor in
-        batches of ``batch_size``."""
+        batches of ``batch_size`` (TF32 off)."""
         batches = [images] if isinstance(images, Tensor) else images
         feats, logits = [], []
-        for batch in batches:
-            for chunk in batch.split(self.batch_size):
-                f, lg = self.extractor(chunk.to(self.device))
-                feats.append(f.float())
-                if lg is not None:
-                    logits.append(lg.float())
+        with no_tf32():
+            for batch in batches:
+                for chunk in batch.split(self.batch_size):
+                    f, lg = self.extractor(chunk.to(self.device))
+                    feats.append(f.float())
+                    if lg is not None:
+                        logits.append(lg.float())
         if not feats:
             raise IgmError("image metrics got no images")
         return torch.cat(feats), (torch.cat(logits) if logits else None)
@@ -403,25 +487,19 @@ class ImageMetrics:
         if self._real is None or refresh:
             if images is None:
                 raise IgmError("image metrics: no real images given")
-            self._real = self.extract(images)[0]
-            self._real_stats = feature_statistics(self._real) if "fid" in self.names else None
-        return self._real
+            self._real = Features(*self.extract(images))
+        return self._real.features
 
     def compute(self, fake_images: ImageBatches) -> dict[str, float]:
         """The requested metrics of the generated images: 'fid'; 'kid' and 'kid_std' (over the
         KID subsets); 'is' and 'is_std' (over the IS splits). FID and KID need
         ``real_features`` first."""
-        fake, logits = self.extract(fake_images)
-        out: dict[str, float] = {}
-        if ("fid" in self.names or "kid" in self.names) and self._real is None:
+        fake = Features(*self.extract(fake_images))
+        if self._real is None and any(n != "is" for n in self.names):
             raise RuntimeError("ImageMetrics.compute: call real_features(real images) first")
-        if "fid" in self.names:
-            out["fid"] = frechet_distance(*self._real_stats, *feature_statistics(fake))
-        if "kid" in self.names:
-            out["kid"], out["kid_std"] = kid_from_features(
-                self._real, fake, self.kid_subsets, self.kid_subset_size)
-        if "is" in self.names:
-            out["is"], out["is_std"] = inception_score(logits, self.is_splits)
+        out: dict[str, float] = {}
+        for name in self.names:
+            out.update(METRICS.get(name)(self._real, fake, self))
         return out
 
 

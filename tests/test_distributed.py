@@ -1,0 +1,125 @@
+"""Several processes on CPUs (gloo), as torchrun and `train.devices=N` run them (issue 13):
+2 ranks x B/2 equal one process x B, the replicas stay equal, rank 0 alone writes, resume is
+exact, and a signal to any rank stops them all at one step with one checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST, igm_command, run_igm
+
+COMMON = ["train.lr_decay=none", "eval.every=1000", "eval.plot=false", "train.batch_size=64",
+          "arch.hidden=32", "device=cpu", *FAST]
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    checkpoint = torch.load(run / "checkpoints/last.pt", weights_only=True)
+    return {**checkpoint["nets"], **{f"ema.{k}": v for k, v in (checkpoint["ema"] or {}).items()}}
+
+
+def assert_close(a: dict, b: dict, rtol=1e-4, atol=1e-6):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], rtol=rtol, atol=atol), (
+            key, (a[key] - b[key]).abs().max().item())
+
+
+def torchrun() -> list[str]:
+    """`torchrun --standalone --nproc_per_node=2 $(which igm)`."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            igm_command()[0]]
+
+
+@pytest.mark.parametrize("model", ["gan", "wgan_gp", "fgan"])
+def test_two_ranks_equal_one_process(tmp_path, model):
+    """The GAN family (with R1), WGAN-GP (per-sample interpolation weights) and the f-GAN:
+    means over samples, so the gradients averaged over 2 ranks x 32 rows are those of one
+    process x 64 rows, to float round-off."""
+    steps = ["train.steps=12", f"model={model}"]
+    run_igm(["train", *steps, *COMMON, "hydra.run.dir=one"], tmp_path, check=True)
+    result = run_igm(["train", *steps, *COMMON, "train.devices=2", "hydra.run.dir=two"],
+                     tmp_path, check=True)
+    summary = json.loads((tmp_path / "two/summary.json").read_text())
+    assert summary["status"] == "completed" and summary["world_size"] == 2
+    assert summary["batch_per_rank"] == 32 and summary["ranks_in_sync"] is True
+    assert "2 processes x 32" in result.stdout
+    assert_close(final_weights(tmp_path / "one"), final_weights(tmp_path / "two"))
+
+
+def test_torchrun_rank0_writes_and_resume_is_exact(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+    def launch(*args):
+        result = subprocess.run([*torchrun(), "train", *args],
+                                cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    launch("train.steps=10", *COMMON, "hydra.run.dir=split")
+    launch("resume=split", "train.steps=20")
+    launch("train.steps=20", *COMMON, "hydra.run.dir=straight")
+    a, b = final_weights(tmp_path / "split"), final_weights(tmp_path / "straight")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for run in ("split", "straight"):
+        folder = tmp_path / run
+        assert len(list(folder.glob("events.out.tfevents.*"))) == (2 if run == "split" else 1)
+        assert sorted(p.name for p in (folder / ".hydra").iterdir()) == [
+            "config.yaml", "hydra.yaml", "overrides.yaml"]
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["split", "straight"]
+
+
+def children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the ranks")
+def test_sigterm_to_one_rank_stops_all(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*torchrun(), "train", "train.steps=100000",
+                             *COMMON, "ckpt.every=100000", "hydra.run.dir=run"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("step "):
+                break
+        ranks = children(proc.pid)
+        assert len(ranks) == 2, ranks
+        os.kill(max(ranks), signal.SIGTERM)  # the rank started last: not rank 0, usually
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    assert summary["status"] == "interrupted", summary
+    step = torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)["step"]
+    assert step == summary["steps"] > 0
+    assert list((tmp_path / "run/checkpoints").iterdir()) == [tmp_path / "run/checkpoints/last.pt"]
+
+
+def test_refusals_with_several_processes(tmp_path):
+    result = run_igm(["train", "train.devices=2", "train.batch_size=63"], tmp_path)
+    assert result.returncode == 2 and "divisible" in result.stderr
+    assert not (tmp_path / "outputs").exists()
+    result = run_igm(["train", "train.sync_batchnorm=true", "device=cpu"], tmp_path)
+    assert result.returncode == 2 and "CUDA" in result.stderr
