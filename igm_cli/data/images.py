@@ -25,7 +25,9 @@ from igm_cli.registry import DATASETS
 
 RESOLUTIONS = (32, 64)
 ON_DEVICE = ("auto", "true", "false")
-IMAGE_SETS = ("digits", "fake", "mnist", "fashion_mnist", "cifar10", "celeba", "image_folder")
+IMAGE_SETS = ("digits", "fake", "mnist", "fashion_mnist", "cifar10", "celeba", "image_folder",
+              "stacked_digits")
+RESOLUTIONS_OF = {"stacked_digits": (8, 32)}  # sets whose sizes are not RESOLUTIONS
 
 
 def check_image_config(cfg) -> None:
@@ -39,7 +41,7 @@ def check_image_config(cfg) -> None:
     if unknown:
         raise IgmError(f"dataset '{cfg.name}' has no key {unknown[0]}; its keys: "
                        f"{', '.join(sorted(accepted))}")
-    check_resolution(params.get("resolution", 32))
+    check_resolution(params.get("resolution", 32), RESOLUTIONS_OF.get(cfg.name, RESOLUTIONS))
     _want_tensor(params.get("on_device", "auto"))
     if cfg.name in TORCHVISION:  # opening finds (or downloads) the files: fail before any run
         cls_name, by_hand = TORCHVISION[cfg.name]
@@ -76,9 +78,9 @@ def resize_uint8(images: Tensor, resolution: int) -> Tensor:
     return torch.cat(out)
 
 
-def check_resolution(resolution) -> int:
-    if resolution not in RESOLUTIONS:
-        raise IgmError(f"dataset.resolution must be one of {', '.join(map(str, RESOLUTIONS))}, "
+def check_resolution(resolution, choices=RESOLUTIONS) -> int:
+    if resolution not in choices:
+        raise IgmError(f"dataset.resolution must be one of {', '.join(map(str, choices))}, "
                        f"got {resolution!r}")
     return int(resolution)
 
