@@ -34,7 +34,7 @@ def test_samples_four_std_away_are_low_quality():
     samples = torch.cat([RING + 4 * RING_STD * radial, RING - 4 * RING_STD * radial])
     m = mode_metrics(samples, RING, torch.full((8,), RING_STD))
     assert m["modes"] == 0 and m["hq"] == 0.0
-    assert m["kl_modes"] == pytest.approx(0.0, abs=1e-12)  # still balanced over the 8 modes
+    assert m["kl_modes"] == pytest.approx(math.log(8))  # no high-quality sample: log k
 
 
 def test_mixed_case_by_hand_in_1d():
@@ -44,10 +44,10 @@ def test_mixed_case_by_hand_in_1d():
     # nearest modes: 0 0 0 1 2 2 2; distances 0.5 2.9 3.5 4.5 4 5 7 -> high quality: y y n n y y n
     # mode 1 has a sample, but no high-quality one, so it is not covered
     m = mode_metrics(samples, centers, stds)
-    h = np.array([3, 1, 3]) / 7
     assert m["modes"] == 2
     assert m["hq"] == pytest.approx(4 / 7)
-    assert m["kl_modes"] == pytest.approx(float(np.sum(h * np.log(3 * h))))
+    # histogram of the 4 high-quality samples: (2, 0, 2) / 4 -> 2 · 1/2 log(3/2) = log 1.5
+    assert m["kl_modes"] == pytest.approx(math.log(1.5))
     assert mode_metrics(samples[:, 0], centers[:, 0], stds) == m  # 1-D arrays as d = 1
 
 
@@ -108,3 +108,35 @@ def test_mmd_matches_closed_form_and_is_near_zero_for_equal_distributions():
     assert isinstance(value, float)
     assert value == pytest.approx(expected, rel=0.12)  # about 4 Monte-Carlo sd
     assert abs(mmd(x, z)) < 0.01 * expected  # about 7 Monte-Carlo sd
+
+
+def _ring_with_few_high_quality(hq_modes):
+    """2500 ring samples: one per mode in ``hq_modes`` on its centre (high quality), the rest
+    4 std outside the modes, spread evenly over all 8 (low quality)."""
+    radial = RING / RING.norm(dim=1, keepdim=True)
+    low = (RING + 4 * RING_STD * radial).repeat(313, 1)[: 2500 - len(hq_modes)]
+    return torch.cat([RING[list(hq_modes)], low])
+
+
+def test_kl_modes_is_over_high_quality_samples_only():
+    """PacGAN's histogram counts high-quality samples only: 3 of 2500 are high quality, two on
+    mode 0 and one on mode 1, so h = (2/3, 1/3, 0, ...) and KL(h || uniform over 8) =
+    2/3 log(16/3) + 1/3 log(8/3) ≈ 1.4429, although all 2500 are spread evenly (KL ≈ 5e-6)."""
+    m = mode_metrics(_ring_with_few_high_quality([0, 0, 1]), RING, RING_STD)
+    expected = 2 / 3 * math.log(16 / 3) + 1 / 3 * math.log(8 / 3)
+    assert m["modes"] == 2 and m["hq"] == pytest.approx(3 / 2500)
+    assert m["kl_modes"] == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(1.4429, abs=1e-4)
+
+
+def test_kl_modes_of_balanced_high_quality_samples_is_zero():
+    m = mode_metrics(_ring_with_few_high_quality(range(8)), RING, RING_STD)
+    assert m["modes"] == 8 and m["kl_modes"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_kl_modes_without_high_quality_samples_is_log_k():
+    """No high-quality sample: the histogram is empty; kl_modes is log k, the value of all mass
+    on one mode, so a generator with no usable sample never scores better than a collapsed one."""
+    m = mode_metrics(_ring_with_few_high_quality([]), RING, RING_STD)
+    assert m["modes"] == 0 and m["hq"] == 0.0
+    assert m["kl_modes"] == pytest.approx(math.log(8), rel=1e-12)

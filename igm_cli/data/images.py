@@ -25,10 +25,13 @@ from igm_cli.registry import DATASETS
 
 RESOLUTIONS = (32, 64)
 ON_DEVICE = ("auto", "true", "false")
-IMAGE_SETS = ("digits", "fake", "mnist", "fashion_mnist", "cifar10", "celeba", "image_folder")
+IMAGE_SETS = ("digits", "fake", "mnist", "fashion_mnist", "cifar10", "celeba", "image_folder",
+              "stacked_digits")
+RESOLUTIONS_OF = {"stacked_digits": (8, 32)}  # sets whose sizes are not RESOLUTIONS
 
 
-CHANNELS = {"digits": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "celeba": 3}
+CHANNELS = {"digits": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "celeba": 3,
+            "stacked_digits": 3}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 VERIFY_LIMIT = 5000  # image_folder: files opened before the run (all of a smaller folder)
 
@@ -45,7 +48,8 @@ def check_image_config(cfg) -> tuple[int, int, int]:
     if unknown:
         raise IgmError(f"dataset '{cfg.name}' has no key {unknown[0]}; its keys: "
                        f"{', '.join(sorted(accepted))}")
-    resolution = check_resolution(params.get("resolution", 32))
+    resolution = check_resolution(params.get("resolution", 32),
+                                  RESOLUTIONS_OF.get(cfg.name, RESOLUTIONS))
     _want_tensor(params.get("on_device", "auto"))
     channels = CHANNELS.get(cfg.name, params.get("channels", 3))
     if channels not in (1, 3):
@@ -110,9 +114,9 @@ def resize_uint8(images: Tensor, resolution: int) -> Tensor:
     return torch.cat(out)
 
 
-def check_resolution(resolution) -> int:
-    if resolution not in RESOLUTIONS:
-        raise IgmError(f"dataset.resolution must be one of {', '.join(map(str, RESOLUTIONS))}, "
+def check_resolution(resolution, choices=RESOLUTIONS) -> int:
+    if resolution not in choices:
+        raise IgmError(f"dataset.resolution must be one of {', '.join(map(str, choices))}, "
                        f"got {resolution!r}")
     return int(resolution)
 

@@ -1,0 +1,210 @@
+"""Stacked Digits (dataset=stacked_digits) and its mode metrics: the data set's splits and fixed
+stacks, the cached digit classifier, and the metrics on real data, a collapsed generator and
+noise. The classifier is trained once per session (~5-10 s on one core) into a temporary cache."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from igm_cli.data import build_dataset
+from igm_cli.data.images import check_image_config, to_unit_range
+from igm_cli.data.stacked import digits_split
+from igm_cli.errors import IgmError
+from igm_cli.metrics import digits as digit_metrics
+from igm_cli.metrics.digits import (
+    DigitClassifier,
+    StackedDigitsMetrics,
+    load_digit_classifier,
+    mode_counts,
+    to_8px,
+    train_digit_classifier,
+)
+
+CONFIG = Path(__file__).parents[1] / "configs" / "dataset" / "stacked_digits.yaml"
+
+
+def stacked(resolution=32):
+    return build_dataset(OmegaConf.create({"name": "stacked_digits",
+                                           "resolution": resolution}), "cpu")
+
+
+def exact_distance(a, b):
+    """Euclidean distances without the matrix-product shortcut: exactly 0 for equal rows."""
+    return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("igm_cache")
+
+
+@pytest.fixture(scope="module")
+def classifier(cache):
+    torch.set_num_threads(1)
+    net, record = load_digit_classifier(cache)
+    assert record["trained"]
+    return net, record
+
+
+@pytest.fixture(scope="module")
+def metrics(classifier):
+    m = StackedDigitsMetrics(classifier=classifier[0])
+    m.real_reference(stacked(8).reference(10_000))
+    return m
+
+
+# ---------------------------------------------------------------------------- data set
+
+
+@pytest.mark.parametrize("resolution", [8, 32])
+def test_samples_are_three_training_digits(resolution):
+    data = stacked(resolution)
+    assert data.shape == (3, resolution, resolution) and data.dim == 3 * resolution**2
+    assert data.is_image and not data.has_modes
+    x = data.sample(64, torch.Generator().manual_seed(0))
+    assert x.shape == (64, 3, resolution, resolution) and x.min() >= -1 and x.max() <= 1
+    assert torch.equal(x, data.sample(64, torch.Generator().manual_seed(0)))  # seeded
+    # every channel is one whole digit image of the training split, not of the held-out one
+    train = to_unit_range(digits_split(resolution)[0]).flatten(1)
+    assert (exact_distance(x.reshape(64 * 3, -1), train).min(1).values == 0).all()
+
+
+def test_fixed_stacks_and_their_label_triples():
+    data = stacked(8)
+    ref, held = data.reference(1000), data.heldout(1000)
+    assert torch.equal(ref[:100], data.reference(100))  # the first n of one fixed sequence
+    assert torch.equal(held[:7], data.heldout(7))
+    assert not torch.equal(ref[:100], held[:100])
+    for triples in (data.reference_triples(10_000), data.heldout_triples(10_000)):
+        classes = triples[:, 0] * 100 + triples[:, 1] * 10 + triples[:, 2]
+        assert len(torch.unique(classes)) >= 999  # 10 000 uniform draws miss 0.05 of 1000
+    train, train_labels, test, test_labels = digits_split(8)
+    for images, triples, split, labels in (
+            (ref, data.reference_triples(1000), train, train_labels),
+            (held, data.heldout_triples(1000), test, test_labels)):
+        nearest = exact_distance(images.reshape(-1, 64), to_unit_range(split).flatten(1)).min(1)
+        assert (nearest.values == 0).all()  # each channel is a digit of the right split ...
+        assert torch.equal(labels[nearest.indices].reshape(-1, 3), triples)  # ... with its label
+
+
+def test_split_is_that_of_dataset_digits():
+    digits = build_dataset(OmegaConf.create({"name": "digits", "resolution": 32}), "cpu")
+    train, train_labels, test, test_labels = digits_split(32)
+    assert torch.equal(train, digits.train) and torch.equal(test, digits.test)
+    assert torch.equal(test_labels, digits.heldout_labels) and len(test) == 297
+
+
+def test_config_file_and_resolution_check():
+    cfg = OmegaConf.load(CONFIG)
+    check_image_config(cfg)
+    assert stacked(cfg.resolution).shape == (3, 32, 32)
+    check_image_config(OmegaConf.create({"name": "stacked_digits", "resolution": 8}))
+    with pytest.raises(IgmError, match="dataset.resolution must be one of 8, 32, got 64"):
+        check_image_config(OmegaConf.create({"name": "stacked_digits", "resolution": 64}))
+    with pytest.raises(IgmError, match="must be one of 8, 32, got 16"):
+        stacked(16)
+
+
+# ---------------------------------------------------------------------------- classifier
+
+
+def test_classifier_is_accurate_and_cached(classifier, cache, monkeypatch):
+    net, record = classifier
+    _, _, heldout, heldout_labels = digits_split(8)
+    accuracy = (net(to_unit_range(heldout)).argmax(1) == heldout_labels).double().mean().item()
+    assert accuracy >= 0.97 and record["heldout_accuracy"] == accuracy
+    print(f"held-out accuracy {accuracy:.4f}, trained in {record['train_seconds']:.1f} s")
+    files = list(Path(cache).iterdir())
+    assert [f.name for f in files] == [Path(record["path"]).name]  # no temporary file left
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached classifier was trained again")
+
+    monkeypatch.setattr(digit_metrics, "train_digit_classifier", no_training)
+    again, record2 = load_digit_classifier(cache)
+    assert not record2["trained"] and record2["heldout_accuracy"] == accuracy
+    for name, value in net.state_dict().items():
+        assert torch.equal(again.state_dict()[name], value)
+
+
+def test_training_is_seeded():
+    train, labels, _, _ = digits_split(8)
+    x = to_unit_range(train)
+    short = {"width": 64, "hidden": 16, "epochs": 1, "batch": 64, "lr": 3e-3, "shift": 1}
+    a = train_digit_classifier(x, labels, **short, seed=3)
+    b = train_digit_classifier(x, labels, **short, seed=3)
+    c = train_digit_classifier(x, labels, **short, seed=4)
+    assert torch.equal(a.layer1.weight, b.layer1.weight)
+    assert not torch.equal(a.layer1.weight, c.layer1.weight)
+
+
+def test_unreadable_cache_file_is_trained_again(tmp_path, monkeypatch):
+    calls = []
+
+    def quick(*args, **kwargs):  # stands in for the real training: the cache is under test
+        calls.append(1)
+        return DigitClassifier().eval()
+
+    monkeypatch.setattr(digit_metrics, "train_digit_classifier", quick)
+    _, record = load_digit_classifier(tmp_path)
+    Path(record["path"]).write_bytes(b"not a torch file")
+    warnings = []
+    _, record = load_digit_classifier(tmp_path, warn=warnings.append)
+    assert record["trained"] and len(calls) == 2 and "cannot read" in warnings[0]
+    _, record = load_digit_classifier(tmp_path)
+    assert not record["trained"] and len(calls) == 2  # the replaced file is read back
+
+
+def test_32px_digits_come_back_to_8px():
+    eight, thirty_two = digits_split(8)[0], digits_split(32)[0]
+    back = to_8px(to_unit_range(thirty_two))
+    assert (back - to_unit_range(eight)).abs().max() <= 1.0 / 127.5  # uint8 rounding
+    with pytest.raises(IgmError, match=r"\[N, 3, s, s\] with s >= 8, got \[2, 3, 4, 4\]"):
+        to_8px(torch.zeros(2, 3, 4, 4))
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def test_real_stacked_digits_hit_all_modes(metrics):
+    data = stacked(32)  # the classifier sees 32 px images through to_8px
+    m = metrics.compute(data.sample(10_000, torch.Generator().manual_seed(1)))
+    print(m)
+    assert m["modes"] >= 990 and m["kl_modes"] <= 0.1
+    assert m["modes_all"] == 1000 and m["kl_modes_all"] <= 0.1
+    # the same distribution as the reference: binomial sd of the difference about 0.005
+    assert m["confident"] == pytest.approx(m["confident_real"], abs=0.02)
+    assert m["confident_real"] >= 0.8
+    assert m["fd"] < 2.0
+
+
+def test_collapsed_generator(metrics):
+    one = stacked(8).reference(1).expand(2000, -1, -1, -1)  # a confidently labelled stack
+    m = metrics.compute(one)
+    assert m["confident"] == 1.0 and m["modes"] == m["modes_all"] == 1
+    assert m["kl_modes"] == m["kl_modes_all"] == pytest.approx(math.log(1000))
+
+
+def test_noise_is_not_confident(metrics):
+    noise = torch.rand(2000, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    m = metrics.compute(noise)
+    assert m["confident"] <= 0.01
+    assert m["fd"] > 100.0  # real vs real is below 2 (test above)
+
+
+def test_no_confident_sample_means_no_mode():
+    assert mode_counts(torch.zeros(0, dtype=torch.long)) == (0, pytest.approx(math.log(1000)))
+    assert mode_counts(torch.arange(1000)) == (1000, pytest.approx(0.0, abs=1e-12))
+
+
+def test_bad_confidence_and_order_of_calls(classifier):
+    with pytest.raises(IgmError, match=r"eval.confidence must be in \(0, 1\], got 1.5"):
+        StackedDigitsMetrics(confidence=1.5, classifier=classifier[0])
+    fresh = StackedDigitsMetrics(classifier=classifier[0])
+    with pytest.raises(RuntimeError, match="real_reference"):
+        fresh.compute(torch.zeros(4, 3, 8, 8))
+    with pytest.raises(IgmError, match=r"images \[N, 3, s, s\], got \[4, 1, 8, 8\]"):
+        fresh.label(torch.zeros(4, 1, 8, 8))
