@@ -27,6 +27,8 @@ verbs:
   reconstruct  held-out inputs and their reconstructions (Alpha-GAN): igm reconstruct run=DIR
            n=16 out=rec.png|rec.npy
   list     list every registered model, dataset and arch
+  report   table of final metrics across runs, grouped by what was swept:
+           igm report SWEEP_OR_RUNS... [out=DIR] [by=KEY,KEY] [metrics=NAME,NAME]
 
 examples:
   igm train                                   # non-saturating GAN on ring8, about a minute
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, args = argv[0], argv[1:]
     commands = {"train": train_command, "estimate": estimate_command, "sample": sample_command,
-                "eval": eval_command, "reconstruct": reconstruct_command, "list": list_command}
+                "eval": eval_command, "reconstruct": reconstruct_command, "list": list_command,
+                "report": report_command}
     if verb not in commands:
         return fail(f"unknown command '{verb}'; choose from: {', '.join(commands)}")
     try:
@@ -78,6 +81,12 @@ def list_command(args: list[str]) -> int:
         for name, description in registry.describe():
             print(f"  {name:<22} {description}")
     return 0
+
+
+def report_command(args: list[str]) -> int:
+    from igm_cli.report import report_command as report
+
+    return report(args)
 
 
 # ---------------------------------------------------------------------------- igm sample
