@@ -26,7 +26,8 @@ OPTIONS = ("out", "by", "metrics", "figure")
 METRIC_ORDER = ["modes", "hq", "kl_modes", "mmd", "w1"]
 ESTIMATE_FIELDS = ["estimate", "exact", "abs_error", "critic_error"]  # igm estimate's summary
 # Never grouped by automatically (by= still can): seeds are what a group averages over; the
-# rest, like hydra.* / hydra/*, say where and how a job ran or logged, not what it learned.
+# rest (and hydra.*, hydra/*, ckpt.*) say where and how a job ran or logged, not what it
+# learned.
 NEVER_GROUPED = ("seed", "resume", "device", "train.threads", "train.log_every",
                  "train.print_every", "eval.every", "eval.plot", "eval.grid")
 ALWAYS_CONSIDERED = ("model", "dataset")  # grouped by when they differ, overridden or not
@@ -94,9 +95,7 @@ def describe(value) -> str:
     """A config value as one short text: a config group by its name."""
     if isinstance(value, dict):
         return str(value["name"]) if "name" in value else json.dumps(value, sort_keys=True)
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    if isinstance(value, list):
+    if isinstance(value, (bool, list)) or value is None:  # as YAML writes them: true, [1, 2]
         return json.dumps(value)
     return str(value)
 
