@@ -30,6 +30,8 @@ verbs:
   reconstruct  held-out inputs and their reconstructions (Alpha-GAN): igm reconstruct run=DIR
            n=16 out=rec.png|rec.npy
   list     list every registered model, dataset and arch
+  report   table of final metrics across runs, grouped by what was swept:
+           igm report SWEEP_OR_RUNS... [out=DIR] [by=KEY,KEY] [metrics=NAME,NAME]
 
 examples:
   igm train                                   # non-saturating GAN on ring8, under a minute
@@ -72,7 +74,8 @@ def dispatch(argv: list[str]) -> int:
         return 0
     verb, args = argv[0], argv[1:]
     commands = {"train": train_command, "estimate": estimate_command, "sample": sample_command,
-                "eval": eval_command, "reconstruct": reconstruct_command, "list": list_command}
+                "eval": eval_command, "reconstruct": reconstruct_command, "list": list_command,
+                "report": report_command}
     if verb not in commands:
         raise IgmError(f"unknown command '{verb}'; choose from: {', '.join(commands)}")
     return commands[verb](args)
@@ -88,6 +91,12 @@ def list_command(args: list[str]) -> int:
         for name, description in registry.describe():
             print(f"  {name:<22} {description}")
     return 0
+
+
+def report_command(args: list[str]) -> int:
+    from igm_cli.report import report_command as report
+
+    return report(args)
 
 
 # ---------------------------------------------------------------------------- key=value verbs

@@ -15,8 +15,17 @@ import torch  # noqa: E402
 @torch.no_grad()
 def samples_figure(real, fake, critic=None, max_points: int = 2000):
     """Real (grey) and generated (orange) samples; the critic's output as the background."""
-    real, fake = real[:max_points].cpu(), fake[:max_points].cpu()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=80)
+    draw_samples(ax, real, fake, critic, max_points)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def draw_samples(ax, real, fake, critic=None, max_points: int = 2000, legend: bool = True):
+    """``samples_figure`` on a given axes (one panel of a grid): 1-D points as histograms,
+    others as a scatter of their first two coordinates."""
+    real, fake = real[:max_points].cpu(), fake[:max_points].cpu()
     both = torch.cat([real, fake])
     low, high = both.min(0).values, both.max(0).values
     pad = 0.1 * (high - low) + 1e-3
@@ -39,13 +48,12 @@ def samples_figure(real, fake, critic=None, max_points: int = 2000):
             gx, gy = torch.meshgrid(xs, ys, indexing="xy")
             out = _critic_on(critic, torch.stack([gx.flatten(), gy.flatten()], 1)).reshape(gx.shape)
             mesh = ax.contourf(gx.numpy(), gy.numpy(), out.numpy(), levels=30, cmap="Blues")
-            fig.colorbar(mesh, ax=ax, fraction=0.046, pad=0.04, label="critic output")
+            ax.figure.colorbar(mesh, ax=ax, fraction=0.046, pad=0.04, label="critic output")
         ax.scatter(real[:, 0], real[:, 1], s=3, color="grey", alpha=0.6, label="data")
         ax.scatter(fake[:, 0], fake[:, 1], s=3, color="C1", alpha=0.6, label="model")
         ax.set_aspect("equal")
-    ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    return fig
+    if legend:
+        ax.legend(loc="upper right", fontsize=8)
 
 
 def _critic_on(critic, points):
