@@ -234,6 +234,8 @@ def estimate_command(args: list[str]) -> int:
 def hydra_command(verb: str, args: list[str], task) -> int:
     from hydra._internal.utils import get_args_parser
 
+    from igm_cli.sweep import run_reporting  # also registers the job folder names' resolver
+
     try:
         parsed = get_args_parser().parse_args(args)
     except SystemExit as exc:  # argparse already printed its one-line usage error
@@ -241,7 +243,9 @@ def hydra_command(verb: str, args: list[str], task) -> int:
     overrides = prepare_overrides(verb, parsed.overrides, parsed)
     hydra_args = [a for a in args if a not in parsed.overrides] + overrides
     STATUSES.clear()
-    run_hydra_app(verb, hydra_args, task)
+    sweep_code = run_reporting(lambda: run_hydra_app(verb, hydra_args, task))
+    if sweep_code is not None:  # a multirun: what its job folders' summaries say
+        return sweep_code
     if "failed" in STATUSES:
         return EXIT_USAGE
     if "diverged" in STATUSES:
@@ -377,7 +381,10 @@ def _train_task(cfg) -> float | None:
         summary = train(cfg, run_dir, list(hydra_cfg.overrides.task))
     except IgmError as exc:
         if hydra_cfg.mode == RunMode.MULTIRUN:  # report, and let the other jobs run
+            from igm_cli.sweep import write_failed_summary
+
             print(f"igm: error: job {hydra_cfg.job.num}: {exc}", file=sys.stderr)
+            write_failed_summary(run_dir, cfg, str(exc))
             STATUSES.append("failed")
             return None
         raise SystemExit(fail(str(exc))) from None
