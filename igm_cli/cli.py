@@ -269,6 +269,7 @@ def hydra_command(verb: str, args: list[str], task) -> int:
     from hydra._internal.utils import get_args_parser
 
     from igm_cli import rundir
+    from igm_cli.sweep import run_reporting  # also registers the job folder names' resolver
 
     args = rundir.rewrite_path_args(args)
     try:
@@ -280,7 +281,9 @@ def hydra_command(verb: str, args: list[str], task) -> int:
     if launch:  # train.devices=N: start N ranks that run this same command
         return launch_ranks(launch, hydra_args)
     RESULTS.clear()
-    run_hydra_app(verb, hydra_args, task)
+    sweep_code = run_reporting(lambda: run_hydra_app(verb, hydra_args, task))
+    if sweep_code is not None:  # a multirun: what its job folders' summaries say
+        return sweep_code
     return exit_code(RESULTS)
 
 
