@@ -259,13 +259,56 @@ def test_hydra_shell_completion_flag_prints_our_script(igm):
     assert bad.returncode == 2 and "unknown shell 'fish'" in bad.stderr
 
 
-def test_completion_verbs_match_the_cli(igm):
+def test_completion_verbs_match_the_cli(capsys):
     """The completion reads the verbs from `igm --help` and the keys from each usage line:
     they must be what the CLI accepts (its error messages list them)."""
+    from igm_cli.cli import main
     from igm_cli.completion import usage_keys, verbs
 
-    error = igm("bogus").stderr
-    assert error.split("choose from: ")[1].strip().split(", ") == verbs()
+    assert main(["bogus"]) == 2
+    assert capsys.readouterr().err.split("choose from: ")[1].strip().split(", ") == verbs()
     for verb in ("sample", "eval", "reconstruct"):
-        error = igm(verb, "bogus=1").stderr
+        assert main([verb, "bogus=1"]) == 2
+        error = capsys.readouterr().err
         assert error.split("key in: ")[1].strip().split(", ") == usage_keys(verb)
+
+
+def test_interactive_bash_completes(tmp_path):
+    """Readline itself, in an interactive bash on a pseudo-terminal: one TAB completes."""
+    pty = pytest.importorskip("pty")
+    import select
+    import signal
+    import time
+
+    command = igm_command()
+    if len(command) > 1:
+        pytest.skip("needs the installed igm script")
+    path = f"{Path(command[0]).parent}:{os.environ['PATH']}"
+    env = {**os.environ, "PS1": "$ ", "TERM": "dumb", "PATH": path}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: an interactive bash in tmp_path
+        os.chdir(tmp_path)
+        os.execvpe("bash", ["bash", "--norc", "--noprofile", "-i"], env)
+
+    def type_and_wait(keys: str, expected: str) -> str:
+        os.write(fd, keys.encode())
+        seen, deadline = "", time.time() + 20
+        while expected not in seen and time.time() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                seen += os.read(fd, 4096).decode(errors="replace")
+        return seen
+
+    try:
+        type_and_wait('eval "$(igm completion bash)"; echo READY\n', "READY\r\n$ ")
+        for typed, completed in [("igm train model=gm", "igm train model=gmmn "),
+                                 ("igm estimate divergence=was",
+                                  "igm estimate divergence=wasserstein "),
+                                 ("igm train train.st", "igm train train.steps="),
+                                 ("igm sample r", "igm sample run=")]:
+            seen = type_and_wait(typed + "\t", completed)
+            assert completed in seen, (typed, seen)
+            type_and_wait("\x15", "")  # Ctrl-U: clear the line
+    finally:
+        os.close(fd)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
