@@ -69,13 +69,11 @@ def completion_command(args: list[str]) -> int:
     """`igm completion bash|zsh` prints the script; `igm completion query LINE` answers it."""
     if args[:1] == ["query"]:
         return helptext.emit("".join(f"{c}\n" for c in candidates(" ".join(args[1:2]))))
-    if not args or args[0] in ("-h", "--help"):
-        if not args:
-            raise IgmError(f"igm completion needs a shell; choose from: {', '.join(SHELLS)}")
+    if args[:1] in (["-h"], ["--help"]):
         return helptext.emit(completion_usage())
-    if len(args) > 1:
-        raise IgmError(f"igm completion takes one shell, got '{' '.join(args)}'; "
-                       f"choose from: {', '.join(SHELLS)}")
+    if len(args) != 1:
+        got = f", got '{' '.join(args)}'" if args else ""
+        raise IgmError(f"igm completion needs one shell{got}; choose from: {', '.join(SHELLS)}")
     return helptext.emit(script(args[0]))
 
 
@@ -87,8 +85,9 @@ def hydra_shell_completion(args: list[str]) -> int:
             return helptext.emit(script(shell))
         if action == "uninstall" and shell in SHELLS:
             return helptext.emit("complete -r igm\n")
-    raise IgmError("shell completion: use install=bash or install=zsh (eval \"$(igm completion "
-                   f"bash)\"), got '{' '.join(a for a in args if not a.startswith('-'))}'")
+    given = " ".join(arg for arg in args if not arg.startswith("-"))
+    raise IgmError("-sc takes install=bash or install=zsh (the script of igm completion bash)"
+                   + (f", got '{given}'" if given else ""))
 
 
 # ---------------------------------------------------------------------------- candidates
