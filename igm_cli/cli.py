@@ -29,9 +29,10 @@ verbs:
   eval     metrics of a run's checkpoint: igm eval run=DIR metrics=[fid,kid,is] n=10000
   reconstruct  held-out inputs and their reconstructions (Alpha-GAN): igm reconstruct run=DIR
            n=16 out=rec.png|rec.npy
-  list     list every registered model, dataset and arch
+  list     registered models, datasets, archs, divergences: igm list [models|datasets|...]
   report   table of final metrics across runs, grouped by what was swept:
            igm report SWEEP_OR_RUNS... [out=DIR] [by=KEY,KEY] [metrics=NAME,NAME]
+  completion  shell completion: eval "$(igm completion bash)" (bash; zsh via bashcompinit)
 
 examples:
   igm train                                   # non-saturating GAN on ring8, under a minute
@@ -55,42 +56,45 @@ def fail(message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from igm_cli import helptext
+
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        return dispatch(argv)
-    except IgmError as exc:
-        return fail(str(exc))
-    except BrokenPipeError:  # `igm list | head`: the reader left; exit quietly
-        sys.stderr.close()
-        return 0
-
-
-def dispatch(argv: list[str]) -> int:
+    if argv[:1] == ["help"] and len(argv) > 1:  # igm help VERB = igm VERB --help
+        argv = [argv[1], "--help"]
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE, end="")
-        return 0
+        try:
+            return helptext.emit(USAGE)
+        except BrokenPipeError:
+            return helptext.reader_gone()
     if argv[0] in ("-V", "--version"):
         print(f"igm {__version__}")
         return 0
     verb, args = argv[0], argv[1:]
     commands = {"train": train_command, "estimate": estimate_command, "sample": sample_command,
                 "eval": eval_command, "reconstruct": reconstruct_command, "list": list_command,
-                "report": report_command}
+                "report": report_command, "completion": completion_command}
     if verb not in commands:
-        raise IgmError(f"unknown command '{verb}'; choose from: {', '.join(commands)}")
-    return commands[verb](args)
+        return fail(f"unknown command '{verb}'; choose from: {', '.join(commands)}")
+    try:
+        return commands[verb](args)
+    except IgmError as exc:
+        return fail(str(exc))
+    except BrokenPipeError:  # `igm list | head -1`: the reader left; no traceback
+        return helptext.reader_gone()
 
 
 # ---------------------------------------------------------------------------- igm list
 
 def list_command(args: list[str]) -> int:
-    from igm_cli.build import registries
+    from igm_cli.helptext import list_command as list_catalog  # no torch: catalog.json
 
-    for kind, registry in registries().items():
-        print(f"{kind}s:")
-        for name, description in registry.describe():
-            print(f"  {name:<22} {description}")
-    return 0
+    return list_catalog(args)
+
+
+def completion_command(args: list[str]) -> int:
+    from igm_cli.completion import completion_command as completion
+
+    return completion(args)
 
 
 def report_command(args: list[str]) -> int:
@@ -266,6 +270,11 @@ def estimate_command(args: list[str]) -> int:
 
 
 def hydra_command(verb: str, args: list[str], task) -> int:
+    from igm_cli.helptext import answer_without_hydra
+
+    answered = answer_without_hydra(verb, args)  # --help and -sc: no Hydra, no torch
+    if answered is not None:
+        return answered
     from hydra._internal.utils import get_args_parser
 
     from igm_cli import rundir

@@ -64,5 +64,5 @@ def test_version_and_help(igm):
     assert "train" in igm("--help", check=True).stdout
     helptext = igm("train", "--help", check=True).stdout
     for group in ("model", "dataset", "arch"):
-        assert f"{group}:" in helptext
+        assert f"\n  {group}=  " in helptext
     assert "gan_minimax" in helptext and "ring8" in helptext
