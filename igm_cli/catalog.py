@@ -33,7 +33,7 @@ GROUP_KINDS = {
 KEY_KINDS = {"method": "method", "eval.features": "feature", "features": "feature"}
 # `igm list KIND`: the kinds it shows (plural or singular on the command line).
 LIST_KINDS = {"model": ("model",), "dataset": ("dataset",), "arch": ("arch",),
-              "divergence": ("divergence", "ipm")}
+              "divergence": ("divergence", "ipm"), "metric": ("metric",)}
 
 
 def build() -> dict[str, dict[str, str]]:
@@ -42,7 +42,8 @@ def build() -> dict[str, dict[str, str]]:
     from igm_cli.cli import config_dir
     from igm_cli.estimate import DISTRIBUTIONS, IPMS, METHODS
     from igm_cli.helptext import read_config, summary
-    from igm_cli.metrics.images import FEATURES, METRIC_NAMES
+    from igm_cli.metrics import METRICS, families
+    from igm_cli.metrics.images import FEATURES
 
     kinds = {kind: dict(registry.describe()) for kind, registry in registries().items()}
     # W1 and MMD have no builder in a registry: their config files describe them.
@@ -51,7 +52,10 @@ def build() -> dict[str, dict[str, str]]:
     kinds["distribution"] = {name: first_line(cls.__doc__) for name, cls in DISTRIBUTIONS.items()}
     kinds["method"] = {name: "" for name in METHODS}
     kinds["feature"] = dict(FEATURES.describe())
-    kinds["image_metric"] = {name: "" for name in METRIC_NAMES}
+    descriptions = dict(METRICS.describe())
+    kinds["metric"] = {name: f"[{METRICS.info(name)['kind']}] {descriptions[name]}"
+                       for name in METRICS.in_order()}
+    kinds["image_metric"] = {name: descriptions[name] for name in families("images")}
     return kinds
 
 

@@ -38,6 +38,7 @@ class ConfigFile:
     header: list[str] = field(default_factory=list)  # the comment lines that open the file
     package: str = ""  # `# @package _global_` -> "_global_"
     defaults: list[Entry] = field(default_factory=list)
+    overrides: list[Entry] = field(default_factory=list)  # `- override GROUP: CHOICE`
     keys: list[Entry] = field(default_factory=list)  # every key that holds a value
     sections: dict[str, str] = field(default_factory=dict)  # mapping keys -> their comment
 
@@ -79,8 +80,11 @@ def read_config(path: Path) -> ConfigFile:
             if [key for _, key in stack] == ["defaults"] and ":" in text:
                 group, _, choice = text[2:].partition(":")
                 words = group.split()
-                config.defaults.append(Entry(words[-1], choice.strip(), meaning,
-                                             optional="optional" in words[:-1]))
+                entry = Entry(words[-1], choice.strip(), meaning,
+                              optional="optional" in words[:-1])
+                # `- override GROUP: CHOICE` changes another entry's choice (hydra/job_logging,
+                # a data set's kind): not a group of this config
+                (config.overrides if "override" in words[:-1] else config.defaults).append(entry)
             continue
         key, _, value = text.partition(":")
         while stack and stack[-1][0] >= indent:
@@ -168,6 +172,11 @@ def chosen_groups(verb: str, args: list[str]) -> dict[str, str | None]:
             if value not in names and not own_configs:
                 raise IgmError(f"unknown {key} '{value}'; choose from: {', '.join(names)}")
             chosen[key] = value
+    dataset = group_file("dataset", chosen.get("dataset"))
+    for entry in dataset.overrides if dataset else []:  # a data set sets its kind (points)
+        group = entry.key.lstrip("/").split("@")[0]
+        if group in chosen:
+            chosen[group] = entry.value
     for group, value in chosen.items():
         if value and "${" in value:
             chosen[group] = re.sub(r"\$\{(\w+)\}", lambda m: str(chosen.get(m.group(1))), value)

@@ -20,6 +20,13 @@ from typing import Any
 from tqdm import tqdm
 
 
+def is_main_process() -> bool:
+    """Rank 0 (or the only process): the one that writes files."""
+    from igm_cli.parallel import RANKS
+
+    return RANKS.main
+
+
 def write_json_atomic(data: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2) + "\n")

@@ -73,7 +73,7 @@ def test_train_help_shows_train_groups_and_keys(igm):
     assert group_block(text, "divergence") == F_DIVERGENCES  # no wasserstein, no mmd
     assert group_block(text, "model")[:3] == ["alpha_gan", "fgan", "fgan_ratio"]
     assert "ring8" in group_block(text, "dataset") and "mlp" in group_block(text, "arch")
-    assert "wgan_ring8" in group_block(text, "recipe")
+    assert "wgan_points" in group_block(text, "recipe")
     for absent in ("  p=", "  q=", "method"):
         assert absent not in text
     # one line per choice with its registry description; * marks the default
@@ -107,9 +107,9 @@ def test_help_follows_the_chosen_groups(igm):
     """`igm train model=wgan --help`: wgan's own keys, and the recipe that changes them."""
     text = igm("train", "model=wgan", "--help", check=True).stdout
     assert "* wgan" in text and "keys of model=wgan (configs/model/wgan.yaml):" in text
-    assert "applies now: wgan_ring8" in text
+    assert "applies now: wgan_points" in text
     lr = next(line for line in text.splitlines() if line.split()[:1] == ["model.lr"])
-    assert lr.split()[1] == "5.0e-4" and "recipe wgan_ring8" in lr
+    assert lr.split()[1] == "5.0e-4" and "recipe wgan_points" in lr
     bad = igm("train", "model=wgann", "--help")
     assert bad.returncode == 2 and "unknown model 'wgann'" in bad.stderr
 
@@ -161,7 +161,7 @@ def test_igm_list_unknown_kind(igm):
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
         "igm: error: unknown kind 'modles' for igm list; choose from: models, datasets, "
-        "archs, divergences"]
+        "archs, divergences, metrics"]
 
 
 @pytest.mark.parametrize("args", [["list"], ["--help"], ["train", "--help"],
@@ -216,7 +216,7 @@ def complete(line: str, cwd: Path, words: list[str] | None = None) -> list[str]:
     ("igm train --cf", ["--cfg"]),
     ("igm train --cfg ", ["job", "hydra", "all"]),
     ("igm sample r", ["run="]),
-    ("igm eval ", ["run=", "metrics=", "n=", "features=", "weights=", "device="]),
+    ("igm eval ", ["run=", "metrics=", "n=", "features=", "weights=", "device=", "which="]),
     ("igm list d", ["datasets", "divergences"]),
     ("igm completion ", ["bash", "zsh"]),
 ])
