@@ -53,7 +53,7 @@ def build() -> dict[str, dict[str, str]]:
     kinds["method"] = {name: "" for name in METHODS}
     kinds["feature"] = dict(FEATURES.describe())
     descriptions = dict(METRICS.describe())
-    kinds["metric"] = {name: f"[{METRICS.info(name)['kind']}] {descriptions[name]}"
+    kinds["metric"] = {name: f"[{', '.join(METRICS.info(name)['kind'])}] {descriptions[name]}"
                        for name in METRICS.in_order()}
     kinds["image_metric"] = {name: descriptions[name] for name in families("images")}
     return kinds

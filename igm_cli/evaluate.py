@@ -43,10 +43,14 @@ def metric_names(cfg: DictConfig, objective, is_image: bool, has_modes: bool) ->
 
 
 def default_sweep_metric(cfg: DictConfig, is_image: bool) -> str:
-    """w1 for points; for images the first of eval.metrics (fid by default)."""
+    """w1 for points; for images fid when it is computed, else the first value of the first
+    of eval.metrics."""
     if not is_image:
         return "w1"
-    return (list(cfg.eval.get("metrics") or []) or ["fid"])[0]
+    chosen = list(cfg.eval.get("metrics") or [])
+    if "fid" in chosen or not chosen:
+        return "fid"
+    return next(iter(METRICS.info(chosen[0])["better"]))
 
 
 def sweep_metric(cfg: DictConfig, is_image: bool) -> str:
@@ -111,13 +115,13 @@ class Evaluator:
         self.n = cfg.eval.n_samples
         self.plot, self.grid = cfg.eval.get("plot", True), cfg.eval.get("grid", 64)
         self.real_logged = False
-        self.modes_total = len(dataset.centers) if getattr(dataset, "has_modes", False) else None
+        self.modes_total = getattr(dataset, "modes_total", None)
         if dataset.is_image:
             from igm_cli.metrics.images import make_image_metrics
 
             self.image_metrics = make_image_metrics(
                 list(cfg.eval.metrics or []), cfg.eval.features, cfg.eval.weights, device,
-                warn=warn)
+                warn=warn, confidence=cfg.eval.get("confidence", 0.9))
             self.real = None
         else:
             self.families = [f for f in families("points")
@@ -146,7 +150,7 @@ class Evaluator:
         fake = generate(sampler, self.n, self.z_dim, EVAL_SEED, self.device).float()
         metrics = {}
         for family in self.families:
-            metrics.update(METRICS.get(family)(fake, self.real, self.dataset))
+            metrics.update(METRICS.get(family)(self.real, fake, self.dataset))
         figures = {}
         if self.plot and self.dataset.dim <= 2:
             from igm_cli.plots import samples_figure
@@ -235,7 +239,7 @@ def evaluate_run(run: str, names, n: int, features: str | None, weights: str | N
 
         names = list(cfg.eval.get("metrics", ["fid", "kid"])) if names is None else names
         metrics_fn = ImageMetrics(names, features or cfg.eval.get("features", "inception"),
-                                  weights, device)
+                                  weights, device, confidence=cfg.eval.get("confidence", 0.9))
         metrics_fn.real_features(dataset.reference(n))
         metrics = metrics_fn.compute(generate(generator, n, z_dim, EVAL_SEED, device, batch=500))
     else:
@@ -244,7 +248,7 @@ def evaluate_run(run: str, names, n: int, features: str | None, weights: str | N
         metrics = {}
         for family in families("points"):
             if dataset.has_modes or not METRICS.info(family).get("needs_modes"):
-                metrics.update(METRICS.get(family)(fake, real, dataset))
+                metrics.update(METRICS.get(family)(real, fake, dataset))
         if names is not None:
             unknown = [m for m in names if m not in metrics]
             if unknown:

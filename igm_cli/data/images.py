@@ -127,6 +127,7 @@ class ImageData:
     ``labels`` where known."""
 
     has_modes = False
+    modes_total = None  # known modes (stacked_digits: 1000 label triples)
     is_image = True
 
     def __init__(self, shape: tuple[int, int, int], device):

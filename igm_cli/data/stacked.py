@@ -66,7 +66,7 @@ class StackedDigits(ImageData):
     [n, 3] are ``reference_triples(n)`` and ``heldout_triples(n)``; the class of a stack is
     100 · first + 10 · second + third (``classes``)."""
 
-    classes = 1000
+    classes = modes_total = 1000
 
     def __init__(self, train: Tensor, train_labels: Tensor, heldout: Tensor,
                  heldout_labels: Tensor, device):

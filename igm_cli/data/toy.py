@@ -55,6 +55,11 @@ class ToyDistribution(ABC):
     def has_modes(self) -> bool:
         return self.centers is not None
 
+    @property
+    def modes_total(self) -> int | None:
+        """The number of modes (for "modes 8/8"), when known."""
+        return len(self.centers) if self.centers is not None else None
+
 
 class GaussianModes(ToyDistribution):
     """A mixture of isotropic Gaussians: pick a mode by its weight, add std * N(0, I)."""

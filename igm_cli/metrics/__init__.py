@@ -31,7 +31,7 @@ def all_names() -> list[str]:
 
 def families(kind: str) -> list[str]:
     """The registered families for ``kind`` ("points" or "images"), in registration order."""
-    return [f for f in METRICS.in_order() if METRICS.info(f)["kind"] == kind]
+    return [f for f in METRICS.in_order() if kind in METRICS.info(f)["kind"]]
 
 
-from igm_cli.metrics import images, points  # noqa: E402,F401  (register the families)
+from igm_cli.metrics import digits, images, points  # noqa: E402,F401  (register the families)

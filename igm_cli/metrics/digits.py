@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from igm_cli.errors import IgmError
-from igm_cli.metrics.images import feature_statistics, frechet_distance
+from igm_cli.metrics import METRICS
+from igm_cli.metrics.images import FEATURES, feature_statistics, frechet_distance
 from igm_cli.metrics.toy import histogram_kl
 
 CLASSIFIER_VERSION = 1  # bump when DigitClassifier or train_digit_classifier changes
@@ -270,12 +271,69 @@ class StackedDigitsMetrics:
         if self._real_stats is None:
             raise RuntimeError("StackedDigitsMetrics.compute: call real_reference(images) first")
         digits, probs, feats = self.label(fake_images)
-        classes = triple_classes(digits)
-        confident = (probs >= self.confidence).all(1)  # all three channels recognised
-        modes, kl = mode_counts(classes[confident])
-        modes_all, kl_all = mode_counts(classes)
         fd = frechet_distance(*self._real_stats, *feature_statistics(feats))
-        return {"modes": modes, "kl_modes": kl,
-                "confident": confident.double().mean().item(),
-                "confident_real": self.confident_real,
-                "modes_all": modes_all, "kl_modes_all": kl_all, "fd": fd}
+        return {**triple_metrics(digits, probs, self.confidence),
+                "confident_real": self.confident_real, "fd": fd}
+
+
+def triple_metrics(digits: Tensor, probs: Tensor, confidence: float) -> dict[str, float]:
+    """modes, kl_modes (confident samples only), confident, modes_all, kl_modes_all from each
+    sample's three digits [N, 3] and their probabilities [N, 3]."""
+    classes = triple_classes(digits)
+    confident = (probs >= confidence).all(1)  # all three channels recognised
+    modes, kl = mode_counts(classes[confident])
+    modes_all, kl_all = mode_counts(classes)
+    return {"modes": modes, "kl_modes": kl, "confident": confident.double().mean().item(),
+            "modes_all": modes_all, "kl_modes_all": kl_all}
+
+
+# ---------------------------------------------------------------------------- as image metrics
+# The classifier is also a feature extractor (eval.features=digits): FID on its features is the
+# Fréchet distance above, precision/recall/density/coverage work on them, and the digit_modes
+# family reads its logits. configs/dataset/stacked_digits.yaml chooses these.
+
+class DigitFeatures(nn.Module):
+    """Stacked digits [N, 3, s, s] in [-1, 1] -> (penultimate features of the three channels
+    side by side [N, 3 · hidden], the three channels' logits [N, 30])."""
+
+    has_logits = True
+
+    def __init__(self, classifier: DigitClassifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise IgmError(f"eval.features=digits needs stacked digits [N, 3, s, s], got "
+                           f"{list(images.shape)} (it is made for dataset=stacked_digits)")
+        x = to_8px(images)
+        n = len(x)
+        f = self.classifier.features(x.reshape(3 * n, 1, 8, 8))
+        return f.reshape(n, -1), self.classifier.out(f).reshape(n, 30)
+
+
+@FEATURES.register("digits", "the Stacked Digits classifier: 3 x 128 features, 3 x 10 logits "
+                   "(dataset=stacked_digits only)")
+def build_digit_features(weights: str | None, device) -> nn.Module:
+    """``DigitFeatures`` of the cached classifier (``weights`` is not used)."""
+    return DigitFeatures(load_digit_classifier()[0]).to(device).eval()
+
+
+def _digits_and_probabilities(logits: Tensor) -> tuple[Tensor, Tensor]:
+    probs, digits = logits.reshape(-1, 3, 10).softmax(-1).max(-1)
+    return digits, probs
+
+
+@METRICS.register("digit_modes", "Stacked Digits: modes of 1000 and KL over confidently "
+                  "labelled samples, the confident fraction (real beside it), and modes_all/"
+                  "kl_modes_all counted the papers' way (eval.features=digits)", kind=("images",),
+                  needs_logits=True,
+                  better={"modes": "max", "kl_modes": "min", "confident": "max",
+                          "confident_real": None, "modes_all": "max", "kl_modes_all": "min"})
+def digit_modes_metric(real, fake, settings) -> dict:
+    if fake.logits.shape[1] != 30:
+        raise IgmError("image metric 'digit_modes' needs eval.features=digits")
+    metrics = triple_metrics(*_digits_and_probabilities(fake.logits), settings.confidence)
+    _, real_probs = _digits_and_probabilities(real.logits)
+    metrics["confident_real"] = (real_probs >= settings.confidence).all(1).double().mean().item()
+    return metrics

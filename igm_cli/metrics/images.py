@@ -376,15 +376,22 @@ class Features:
     def statistics(self) -> tuple[np.ndarray, np.ndarray]:
         return feature_statistics(self.features)
 
+    @cached_property
+    def manifold(self):
+        """k-NN radii of these (real) features, for precision/recall and density/coverage."""
+        from igm_cli.metrics.manifold import ManifoldMetrics
+
+        return ManifoldMetrics(self.features)
+
 
 @METRICS.register("fid", "Fréchet distance between Gaussians fitted to real and generated "
-                  "features (Heusel et al. 2017)", kind="images", better={"fid": "min"})
+                  "features (Heusel et al. 2017)", kind=("images",), better={"fid": "min"})
 def fid_metric(real: Features, fake: Features, settings: ImageMetrics) -> dict:
     return {"fid": frechet_distance(*real.statistics, *fake.statistics)}
 
 
 @METRICS.register("kid", "unbiased MMD² with the cubic kernel over feature subsets (Binkowski "
-                  "et al. 2018), and its std over subsets", kind="images",
+                  "et al. 2018), and its std over subsets", kind=("images",),
                   better={"kid": "min", "kid_std": None})
 def kid_metric(real: Features, fake: Features, settings: ImageMetrics) -> dict:
     kid, kid_std = kid_from_features(real.features, fake.features, settings.kid_subsets,
@@ -393,7 +400,7 @@ def kid_metric(real: Features, fake: Features, settings: ImageMetrics) -> dict:
 
 
 @METRICS.register("is", "Inception Score exp(E KL(p(y|x) || p(y))) of the generated images "
-                  "(Salimans et al. 2016), and its std over splits", kind="images",
+                  "(Salimans et al. 2016), and its std over splits", kind=("images",),
                   better={"is": "max", "is_std": None}, needs_logits=True)
 def inception_score_metric(real: Features, fake: Features, settings: ImageMetrics) -> dict:
     score, spread = inception_score(fake.logits, settings.is_splits)
@@ -444,6 +451,7 @@ class ImageMetrics:
         kid_subsets: int = 100,
         kid_subset_size: int = 1000,
         is_splits: int = 10,
+        confidence: float = 0.9,
     ):
         self.names = list(dict.fromkeys(names))
         check_metric_names(self.names)
@@ -461,6 +469,7 @@ class ImageMetrics:
         self.batch_size = batch_size
         self.kid_subsets, self.kid_subset_size, self.is_splits = (
             kid_subsets, kid_subset_size, is_splits)
+        self.confidence = confidence  # digit_modes: a label counts when its probability >= this
         self._real: Features | None = None
 
     @torch.no_grad()
@@ -495,7 +504,7 @@ class ImageMetrics:
         KID subsets); 'is' and 'is_std' (over the IS splits). FID and KID need
         ``real_features`` first."""
         fake = Features(*self.extract(fake_images))
-        if self._real is None and any(n != "is" for n in self.names):
+        if self._real is None and any(n not in ("is",) for n in self.names):
             raise RuntimeError("ImageMetrics.compute: call real_features(real images) first")
         out: dict[str, float] = {}
         for name in self.names:
