@@ -12,6 +12,7 @@ command exits with.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import signal
 import time
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from igm_cli import __version__, parallel, rundir
@@ -68,15 +69,35 @@ class Stopper:
             raise KeyboardInterrupt
 
 
+def preemption_signal() -> signal.Signals:
+    """The signal a scheduler sends before it stops a job: submitit's (SLURM's --signal) USR2,
+    or what SUBMITIT_PREEMPT_SIGNAL names."""
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").upper().removeprefix("SIG")
+    return getattr(signal, f"SIG{name}", signal.SIGUSR2)
+
+
+# What the preemption signal's previous handler (submitit's: requeue this job) should do once
+# the checkpoint and the summary are written; run by `train` at its very end.
+_AFTER_STOP: list = []
+
+
 @contextlib.contextmanager
 def stop_on_signals():
+    """SIGINT, SIGTERM and the preemption signal stop the loop at the end of a step. When the
+    preemption signal had a handler (submitit requeues the job from it), that handler runs
+    after the run has saved everything (``_AFTER_STOP``); the requeued job continues from the
+    checkpoint (``ckpt.auto_resume``)."""
     stopper = Stopper()
-    previous = {s: signal.signal(s, stopper.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    preempt = preemption_signal()
+    signals = (signal.SIGINT, signal.SIGTERM, preempt)
+    previous = {s: signal.signal(s, stopper.handler) for s in signals}
     try:
         yield stopper
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        if stopper.signal == preempt and callable(previous[preempt]):
+            _AFTER_STOP.append(lambda: previous[preempt](preempt, None))
 
 
 # ---------------------------------------------------------------------------- one step
@@ -224,6 +245,9 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
     try:
         check_config(cfg)
         parts = build(cfg)
+        own = run_dir / "checkpoints" / "last.pt"
+        if not cfg.resume and cfg.ckpt.get("auto_resume", True) and own.exists():
+            cfg = with_resume(cfg, own)  # a requeued job, in its own folder: continue
         if cfg.resume:
             restore(parts.state, cfg)
         log = RunLog(run_dir, cfg.train.steps, parts.state.step, cfg.train.print_every, main)
@@ -262,7 +286,16 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
         log.close()
     if main:
         rundir.unlock(run_dir)
+    while _AFTER_STOP:  # e.g. submitit's requeue, now that the checkpoint is safe
+        _AFTER_STOP.pop()()
     return summary
+
+
+def with_resume(cfg: DictConfig, checkpoint: Path) -> DictConfig:
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.resume = str(checkpoint)
+    return cfg
 
 
 def _print_if_main(text: str) -> None:

@@ -344,3 +344,40 @@ def test_multirun_with_a_bad_value_runs_the_others(tmp_path):
     statuses = sorted(json.loads(p.read_text())["status"]
                       for p in (tmp_path / "sweep").glob("*/summary.json"))
     assert statuses == ["completed", "failed"]
+
+
+def test_preemption_saves_then_requeues_and_the_requeued_job_continues(tmp_path, monkeypatch):
+    """SLURM/submitit: the preemption signal (USR2) stops the run at a step with a checkpoint and
+    a summary, and only then runs the handler that was installed before (submitit's requeue);
+    the requeued job, started again in the same folder, continues from the checkpoint and ends
+    where an unbroken run ends."""
+    import igm_cli.trainer as trainer
+
+    cfg = compose_train(["train.steps=12", "train.lr_decay=none", "eval.every=100",
+                         "ckpt.every=100"])
+    calls = []
+
+    def requeue(signum, frame):  # what submitit's handler does first: look at the job's state
+        calls.append(json.loads((tmp_path / "job/summary.json").read_text())["status"])
+
+    previous = signal.signal(signal.SIGUSR2, requeue)
+    real_step = trainer.train_step
+
+    def preempted_at_5(plans, draw, autocast, after_step, step):
+        if step == 5:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return real_step(plans, draw, autocast, after_step, step)
+
+    try:
+        monkeypatch.setattr(trainer, "train_step", preempted_at_5)
+        first = train(cfg, tmp_path / "job", [])
+        monkeypatch.setattr(trainer, "train_step", real_step)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert first["status"] == "interrupted" and first["steps"] == 6 and calls == ["interrupted"]
+    second = train(cfg, tmp_path / "job", [])  # the requeued job: same folder, same config
+    assert second["status"] == "completed" and second["steps"] == 12
+    train(cfg, tmp_path / "straight", [])
+    a = torch.load(tmp_path / "job/checkpoints/last.pt", weights_only=True)["nets"]
+    b = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=True)["nets"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -10,19 +10,19 @@ end-of-run summary all read this one table.
 
 from __future__ import annotations
 
-from igm_cli.errors import IgmError
 from igm_cli.registry import Registry
 
 METRICS = Registry("metric")
 
 
 def better(name: str) -> str | None:
-    """"min" or "max": which direction of metric ``name`` is better (None: no direction)."""
+    """"min" or "max": which direction of metric ``name`` is better (None: no direction, or
+    a metric no family registers, such as a model's own)."""
     for family in METRICS.names():
         outputs = METRICS.info(family)["better"]
         if name in outputs:
             return outputs[name]
-    raise IgmError(f"unknown metric '{name}'; choose from: {', '.join(all_names())}")
+    return None
 
 
 def all_names() -> list[str]:
