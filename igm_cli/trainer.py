@@ -372,8 +372,8 @@ def run(cfg: DictConfig, parts: Parts, log: RunLog, run_dir: Path, overrides: li
                 metrics = evaluation.metrics
                 log.evaluation(state.step, evaluation)
                 if checkpoints.consider_best(metrics):
-                    log.message(f"best {checkpoints.keep_best[0]} so far: saved "
-                                f"{checkpoints.folder / 'best.pt'}", console=False)
+                    log.message(f"  best {checkpoints.keep_best[0]} so far: saved "
+                                f"{checkpoints.folder / 'best.pt'}")
             if ckpt_now:
                 checkpoints.save(keep_step=keep_now)
             if signalled:

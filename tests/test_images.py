@@ -56,18 +56,28 @@ def test_every_model_takes_steps_on_images(tmp_path, model, arch, dataset):
 
 
 def test_digits_with_dcgan_learns(tmp_path):
-    """FID on the fixed random-conv features falls by more than half over 400 steps (measured:
-    26.8, 26.7, 13.9, 7.3 at steps 100-400; EMA 0.99 so that the average follows in time)."""
-    summary = run(tmp_path, ["dataset=digits", "arch=dcgan", "arch.channels=16",
-                             "arch.z_dim=32", "train.steps=400", "train.batch_size=64",
-                             "eval.every=100", "eval.n_samples=500", "eval.grid=16",
-                             "eval.features=random_conv", "eval.metrics=[fid]", "device=cpu",
-                             "train.log_every=50", "model.lr=2e-4", "model.r1_gamma=0.1",
-                             "model.ema=0.99"])
+    """FID on the fixed random-conv features of the EMA generator after 400 steps is under half
+    that of the untrained generator (measured: 10.2, 11.9, 8.0, 5.9 at steps 100-400, against
+    ~27 at initialisation; the EMA's warm-up makes it follow the generator from the start)."""
+    from igm_cli.build import build
+    from igm_cli.evaluate import Evaluator
+
+    overrides = ["dataset=digits", "arch=dcgan", "arch.channels=16",
+                 "arch.z_dim=32", "train.steps=400", "train.batch_size=64",
+                 "eval.every=100", "eval.n_samples=500", "eval.grid=16",
+                 "eval.features=random_conv", "eval.metrics=[fid]", "device=cpu",
+                 "train.log_every=50", "model.lr=2e-4", "model.r1_gamma=0.1",
+                 "model.ema=0.99"]
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    untrained = build(cfg)
+    evaluate = Evaluator(cfg, untrained.dataset, untrained.objective, untrained.z_dim, "cpu")
+    fid_at_start = evaluate(untrained.state.sampler, untrained.state.nets, 0).metrics["fid"]
+    summary = run(tmp_path, overrides)
     fids = [json.loads(line)["fid"] for line in
             (tmp_path / "metrics.jsonl").read_text().splitlines() if "fid" in line]
     assert len(fids) == 4 and summary["status"] == "completed"
-    assert fids[-1] < 0.5 * fids[0], fids
+    assert fids[-1] < 0.5 * fid_at_start, (fid_at_start, fids)
 
 
 def test_image_resume_is_exact(tmp_path):
@@ -145,7 +155,8 @@ def test_image_folder_and_bf16(tmp_path):
      "dataset=mnist: could not load or download it into"),
     (["dataset=digits", "arch=dcgan", "train.amp=fp16", "device=cpu"],
      "train.amp=fp16 needs a CUDA GPU"),
-    (["dataset=digits", "arch=dcgan", "train.amp=fp8"], "unknown train.amp 'fp8'"),
+    (["dataset=digits", "arch=dcgan", "train.amp=fp8"],
+     "train.amp must be one of off, bf16, fp16, got 'fp8'"),
     (["dataset=digits", "arch=mlp", "eval.metrics=[fid,sharpness]"],
      "unknown image metric 'sharpness'; choose from: fid, kid, is"),
 ])

@@ -18,7 +18,7 @@ from igm_cli.report import DPI, PANEL_INCHES, report_command
 TRAIN = ["dataset=gaussian_mixture_1d", "dataset.locs=[-3,0,3]", "dataset.scales=[0.2,0.2,0.2]",
          "dataset.weights=[0.25,0.5,0.25]", "model.ema=0", "train.steps=25", "eval.every=25",
          "eval.n_samples=300", "train.log_every=5", "train.print_every=25"]
-METRICS = ["modes", "hq", "kl_modes", "mmd", "w1"]
+METRICS = ["modes", "hq", "kl_modes", "mmd", "w1", "coverage", "density", "precision", "recall"]
 MODELS = ["gan", "gan_minimax"]
 
 
@@ -111,7 +111,7 @@ def test_a_diverged_run_counts_in_runs_but_not_in_the_means(runs, capsys, tmp_pa
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("|")]
     assert lines[0].startswith("| model | model.lr | modes |")
-    assert "| gan | 1e+30 | – | – | – | – | – | 0/1 (1 diverged) | – |" in lines
+    assert "| gan | 1e+30 |" + " – |" * len(METRICS) + " 0/1 (1 diverged) | – |" in lines
     assert f"`{diverged}`" in out and "diverged at step" in out  # listed with its message
     assert not (tmp_path / "report.png").exists()
 

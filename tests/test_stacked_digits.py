@@ -98,9 +98,10 @@ def test_split_is_that_of_dataset_digits():
 
 
 def test_config_file_and_resolution_check():
-    cfg = OmegaConf.load(CONFIG)
-    check_image_config(cfg)
-    assert stacked(cfg.resolution).shape == (3, 32, 32)
+    cfg = OmegaConf.load(CONFIG)  # a global package: the data set and its evaluation
+    check_image_config(cfg.dataset)
+    assert stacked(cfg.dataset.resolution).shape == (3, 32, 32)
+    assert cfg.eval.features == "digits" and "digit_modes" in cfg.eval.metrics
     check_image_config(OmegaConf.create({"name": "stacked_digits", "resolution": 8}))
     with pytest.raises(IgmError, match="dataset.resolution must be one of 8, 32, got 64"):
         check_image_config(OmegaConf.create({"name": "stacked_digits", "resolution": 64}))

@@ -180,8 +180,8 @@ def test_optuna_search_of_four_trials(igm, tmp_path):
                  "hydra.sweeper.n_trials=4", "hydra.sweep.dir=sweep")
     assert result.returncode == 0, result.stderr
     sweep = tmp_path / "sweep"
-    assert "sweep: sweep/  (4 jobs)" in result.stdout
-    assert "sweep: sweep/  4 completed" in result.stdout
+    assert f"sweep: {tmp_path / 'sweep'}/  (4 jobs)" in result.stdout  # paths are absolute
+    assert f"sweep: {tmp_path / 'sweep'}/  4 completed" in result.stdout
     jobs = read_sweep(sweep)
     assert sorted(job["num"] for job in jobs.values()) == [0, 1, 2, 3]
     for name, job in jobs.items():
@@ -230,4 +230,4 @@ def test_submitit_local_sweep_of_two_jobs(igm, tmp_path):
     for name in jobs:  # each job ran in its own submitit process, logged under .submitit
         assert json.loads((sweep / name / "summary.json").read_text())["seed"] == int(name[-1])
     assert len(list((sweep / ".submitit").glob("*/*_log.out"))) == 2
-    assert "sweep: sweep/  2 completed" in result.stdout
+    assert f"sweep: {tmp_path / 'sweep'}/  2 completed" in result.stdout

@@ -8,6 +8,8 @@ import torch
 from conftest import FAST
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+PRDC = ("precision", "recall", "density", "coverage")
+
 
 @pytest.fixture(scope="module")
 def run50(tmp_path_factory):
@@ -40,7 +42,7 @@ def test_run_writes_metrics_and_summary(run50):
     run, result = run50
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [25, 50]
-    assert set(lines[0]) == {"step", "modes", "hq", "kl_modes", "mmd", "w1"}
+    assert set(lines[0]) == {"step", "modes", "hq", "kl_modes", "mmd", "w1", *PRDC}
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 50
     assert summary["wall_seconds"] > 0 and summary["steps_per_second"] > 0
@@ -88,7 +90,7 @@ def test_npy_dataset_of_any_dimension(igm, tmp_path):
     igm("train", "dataset=npy", "dataset.path=data.npy", "train.steps=20", "eval.every=20",
         *FAST, "hydra.run.dir=run", check=True)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert set(summary["metrics"]) == {"mmd", "w1"}
+    assert set(summary["metrics"]) == {"mmd", "w1", *PRDC}  # no modes for unknown data
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert checkpoint["config"]["dataset"]["path"] == str(tmp_path / "data.npy")
 

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy.spatial.distance import cdist
 
 
 def as_points(a) -> torch.Tensor:
@@ -53,7 +52,8 @@ def w1(x, y) -> float:
         raise ValueError(f"w1 needs equal sample sizes, got {len(xs)} and {len(ys)}")
     if xs.shape[1] == 1:
         return float(np.abs(np.sort(xs[:, 0]) - np.sort(ys[:, 0])).mean())
-    cost = cdist(xs, ys)  # [n, n] Euclidean distances
+    cost = torch.cdist(torch.from_numpy(xs), torch.from_numpy(ys),  # [n, n] Euclidean, float64
+                       compute_mode="donot_use_mm_for_euclid_dist").numpy()
     import ot  # POT; imported here because it takes seconds to load
 
     uniform = np.full(len(xs), 1.0 / len(xs))
