@@ -30,6 +30,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -48,6 +49,7 @@ QUIET = ["eval.every=1000000000", "ckpt.every=1000000000", "train.log_every=1000
          "train.print_every=1000000000"]
 TOY_EVAL = ["eval.n_samples=500", "eval.plot=false"]
 IMAGE_EVAL = ["eval.metrics=[]", "eval.grid=16"]
+CLOCKS = ("wall", "cpu")
 
 
 @dataclass
@@ -63,7 +65,7 @@ class Row:
 
 ROWS = {
     "gan": Row("default recipe (NS-GAN + R1 + EMA + lr decay), ring8, 3x128, batch 256",
-               [*TOY_EVAL], "toy_gan.py", "gan", 400, 600),
+               [*TOY_EVAL], "toy_gan.py", "gan", 1000, 600),
     "wgan_gp": Row("WGAN-GP, the authors' toy recipe (3x512 ReLU, batch 256, 5 critic steps, "
                    "λ 0.1, Adam 1e-4); per generator step",
                    ["model=wgan_gp", "arch.hidden=512", "arch.activation=relu",
@@ -127,59 +129,76 @@ def shown(cmd: list[str]) -> str:
     return " ".join(["python", str(script), *cmd[2:]])
 
 
-def timed(cmd: list[str], timeout: float) -> float:
-    """Wall seconds of one process; raises RuntimeError with its last stderr line on failure."""
+def timed(cmd: list[str], timeout: float) -> dict[str, float]:
+    """Seconds of one process: "wall", and "cpu" (user + system of the process and the children
+    it waited for); raises RuntimeError with its last stderr line on failure."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"timed out after {timeout:.0f} s") from None
-    seconds = time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         lines = [ln for ln in done.stderr.splitlines()
                  if ln.strip() and "HYDRA_FULL_ERROR" not in ln] or ["?"]
         raise RuntimeError(f"exit {done.returncode}: {lines[-1].strip()[:200]}")
-    return seconds
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall": wall, "cpu": cpu}
 
 
 def marginal(short: tuple[int, float], long: tuple[int, float]) -> float:
-    """Seconds per step from two (steps, wall seconds) runs: start-up cancels."""
+    """Seconds per step from two (steps, seconds) runs: start-up cancels."""
     (n1, t1), (n2, t2) = short, long
     return (t2 - t1) / (n2 - n1)
 
 
 def measure(sides: list[str], build, steps: int, repeats: int, timeout: float, log,
-            once: bool = False) -> dict[str, dict]:
-    """Marginal seconds per step of each side; ``build(side, steps)`` gives its command.
-    ``once``: one run of N steps per side, whole-process seconds / N (a smoke test)."""
-    samples: dict[str, list[float]] = {name: [] for name in sides}
+            once: bool = False, clock: str = "wall") -> dict[str, dict]:
+    """Seconds per step of each side, on both clocks, the table's ``clock`` as "s_per_step";
+    ``build(side, steps)`` gives a side's command. Marginal over N and 3N steps, or with
+    ``once`` one run of N steps per side, whole-process seconds / N (a smoke test)."""
+    samples = {name: {c: [] for c in CLOCKS} for name in sides}
     errors: dict[str, str] = {}
     for repeat in range(repeats):
         order = sides if repeat % 2 == 0 else sides[::-1]
-        walls: dict[str, list[tuple[int, float]]] = {name: [] for name in sides}
+        runs: dict[str, list[tuple[int, dict]]] = {name: [] for name in sides}
         for n in (steps,) if once else (steps, 3 * steps):
             for name in order:
                 if name in errors:
                     continue
                 try:
-                    walls[name].append((n, timed(build(name, n), timeout)))
+                    runs[name].append((n, timed(build(name, n), timeout)))
                 except RuntimeError as exc:
                     errors[name] = str(exc)
                     log(f"  {name} at {n} steps failed: {exc}")
                     continue
-                log(f"  repeat {repeat + 1}: {name} {n} steps {walls[name][-1][1]:.2f} s")
+                seconds = runs[name][-1][1]
+                log(f"  repeat {repeat + 1}: {name} {n} steps {seconds['wall']:.2f} s wall, "
+                    f"{seconds['cpu']:.2f} s CPU")
         for name in sides:
-            if name not in errors:
-                n, t = walls[name][0]
-                samples[name].append(t / n if once else marginal(*walls[name]))
-    return {name: ({"error": errors[name]} if name in errors else
-                   {"s_per_step": statistics.median(samples[name]), "samples": samples[name]})
-            for name in sides}
+            if name in errors:
+                continue
+            for c in CLOCKS:
+                points = [(n, seconds[c]) for n, seconds in runs[name]]
+                samples[name][c].append(points[0][1] / points[0][0] if once
+                                        else marginal(*points))
+    results = {}
+    for name in sides:
+        if name in errors:
+            results[name] = {"error": errors[name]}
+            continue
+        results[name] = {"s_per_step": statistics.median(samples[name][clock]),
+                         "samples": samples[name][clock]}
+        for c in CLOCKS:
+            results[name][f"{c}_s_per_step"] = statistics.median(samples[name][c])
+    return results
 
 
 def run_rows(names: list[str], device: str, threads: int, repeats: int, steps: dict[str, int],
              dcgan_batch: int, dcgan_data: str, timeout: float, log=print,
-             once: bool = False) -> list[dict]:
+             once: bool = False, clock: str = "wall") -> list[dict]:
     """Measure the rows; igm runs of rows sharing a reference are measured beside it."""
     igm = igm_command()
     by_reference: dict[str, list[str]] = {}
@@ -201,7 +220,7 @@ def run_rows(names: list[str], device: str, threads: int, repeats: int, steps: d
 
             log(f"{', '.join(group)}: N = {n}, {repeats} repeat(s)")
             sides = [*group, "reference"]
-            measured = measure(sides, build, n, repeats, timeout, log, once)
+            measured = measure(sides, build, n, repeats, timeout, log, once, clock)
             for name in group:
                 results[name] = {"row": name, "title": ROWS[name].title,
                                  "steps": [n] if once else [n, 3 * n],
@@ -252,7 +271,7 @@ def cell(result: dict) -> str:
 
 
 def markdown(results: list[dict], device: str, where: str, repeats: int, command: str,
-             once: bool = False) -> str:
+             once: bool = False, clock: str = "wall") -> str:
     lines = ["| comparison | igm | reference | igm / reference | device |",
              "|---|---|---|---|---|"]
     for r in results:
@@ -262,10 +281,19 @@ def markdown(results: list[dict], device: str, where: str, repeats: int, command
     method = ("--once: whole-process seconds / N, start-up included (a smoke test, not a speed "
               "measurement)" if once else "marginal time per step: each side as a whole process "
               "at N and 3N steps, (t(3N) - t(N)) / 2N")
+    clocks = {"wall": "wall-clock seconds", "cpu": "CPU seconds (user + system of the process "
+              "and its children: less disturbed by other jobs on the cores, but DataLoader "
+              "workers add theirs)"}
+    other = "cpu" if clock == "wall" else "wall"
     notes = [f"Machine: {where}. Command: `{command}`.",
-             f"Time per step: {method}; median over {repeats} alternating repeat(s). "
-             "igm / reference = the reference's time per step over igm's (>= 1: igm as fast "
-             "or faster). Timings on a shared machine are noisy."]
+             f"Time per step: {method}, in {clocks[clock]}; median over {repeats} alternating "
+             "repeat(s). igm / reference = the reference's time per step over igm's (>= 1: igm "
+             "as fast or faster). Timings on a shared machine are noisy.",
+             f"The same runs in {clocks[other].split(' (')[0]}: " + "; ".join(
+                 f"{r['row']} igm {ms(r['igm'][f'{other}_s_per_step'])} ms, reference "
+                 f"{ms(r['reference'][f'{other}_s_per_step'])} ms"
+                 for r in results if "error" not in r["igm"] and "error" not in r["reference"])
+             + "."]
     if any(r["row"].startswith("dcgan") for r in results):
         notes.append(CAPTION_DCGAN)
     notes.append("Commands at N steps:")
@@ -304,6 +332,8 @@ def main() -> None:
     parser.add_argument("--dcgan-data", choices=["fakedata", "tensor"], default="fakedata",
                         help="the example's data: FakeData + DataLoader, or a resident tensor")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per process")
+    parser.add_argument("--clock", choices=CLOCKS, default="wall",
+                        help="the table's clock (both are measured): wall, or CPU seconds")
     parser.add_argument("--once", action="store_true",
                         help="one run of N steps per side, start-up included (a smoke test)")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
@@ -319,10 +349,11 @@ def main() -> None:
     steps = parse_steps(args.steps, names, args.device)
     results = run_rows(names, args.device, args.threads, args.repeats, steps, args.dcgan_batch,
                        args.dcgan_data, args.timeout,
-                       log=lambda msg: print(msg, file=sys.stderr, flush=True), once=args.once)
+                       log=lambda msg: print(msg, file=sys.stderr, flush=True), once=args.once,
+                       clock=args.clock)
     command = "python scripts/bench_toy.py " + " ".join(sys.argv[1:])
     table = markdown(results, args.device, machine(args.device, args.threads), args.repeats,
-                     command.strip(), args.once)
+                     command.strip(), args.once, args.clock)
     print(table)
     if args.markdown:
         args.markdown.write_text(table)

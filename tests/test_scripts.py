@@ -92,7 +92,8 @@ def test_marginal_time_per_step_cancels_start_up(monkeypatch):
     def fake_timed(cmd, timeout):
         side, n = cmd
         calls.append((side, n))
-        return next(start_up) + per_step[side] * n
+        wall = next(start_up) + per_step[side] * n
+        return {"wall": wall, "cpu": 1.0 + 0.5 * per_step[side] * n}
 
     monkeypatch.setattr(bench, "timed", fake_timed)
     result = bench.measure(["igm", "reference"], lambda side, n: (side, n), 100, 3, 60,
@@ -103,6 +104,7 @@ def test_marginal_time_per_step_cancels_start_up(monkeypatch):
     assert result["igm"]["s_per_step"] == pytest.approx(0.010)
     assert result["reference"]["samples"] == pytest.approx([0.0055, 0.018, 0.008])
     assert result["reference"]["s_per_step"] == pytest.approx(0.008)
+    assert result["igm"]["cpu_s_per_step"] == pytest.approx(0.005)  # the other clock
     assert calls[:8] == [("igm", 100), ("reference", 100), ("igm", 300), ("reference", 300),
                          ("reference", 100), ("igm", 100), ("reference", 300), ("igm", 300)]
 
@@ -113,7 +115,7 @@ def test_bench_toy_records_a_failed_side_and_goes_on(monkeypatch):
     def fake_timed(cmd, timeout):
         if cmd[0] == "igm":
             raise RuntimeError("exit 2: igm: error: unknown key")
-        return 1.0 + 0.01 * cmd[1]
+        return {"wall": 1.0 + 0.01 * cmd[1], "cpu": 1.0}
 
     monkeypatch.setattr(bench, "timed", fake_timed)
     result = bench.measure(["igm", "reference"], lambda side, n: (side, n), 10, 2, 60,
