@@ -239,7 +239,8 @@ def machine(device: str, threads: int) -> str:
     if device == "cuda":
         import torch
 
-        where = f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+        where = (f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+                 if torch.cuda.is_available() else "device cuda, but CUDA is not available")
     else:
         model = platform.processor() or platform.machine()
         try:

@@ -68,11 +68,14 @@ def run(cmd: list[str], timeout: float, log: Path) -> tuple[int | None, str, flo
 
 
 def failure(code: int | None, output: str, timeout: float) -> str:
+    """One line for a failed check: igm's own error line when there is one (torchrun prints a
+    report after it), else the last line that is not a rule."""
     if code is None:
         return f"timed out after {timeout:.0f} s"
     lines = [ln.strip() for ln in output.splitlines()
-             if ln.strip() and "HYDRA_FULL_ERROR" not in ln] or ["?"]
-    return f"failed (exit {code}): {lines[-1][:160]}"
+             if ln.strip() and "HYDRA_FULL_ERROR" not in ln and ln.strip("=-_ ")] or ["?"]
+    igm_errors = [ln for ln in lines if ln.startswith("igm: ")]
+    return f"failed (exit {code}): {(igm_errors or lines)[-1][:160]}"
 
 
 def check_pytest(cuda: bool, timeout: float, logs: Path) -> tuple[str, str]:
@@ -87,14 +90,14 @@ def check_pytest(cuda: bool, timeout: float, logs: Path) -> tuple[str, str]:
         return "passed", f"{counts} in {seconds:.0f} s"
     if code == 5:
         return "no tests marked gpu", "pytest collected none"
-    if code is None:
-        return failure(code, output, timeout), ""
-    return "failed", f"{counts}; {', '.join(failed[:6])}" if failed else failure(code, output,
-                                                                                  timeout)
+    if code is None or not failed:  # a timeout, or an error before any test ran
+        return failure(code, output, timeout), counts
+    return "failed", f"{counts}; {', '.join(failed[:6])}"
 
 
 def check_images(arch: str, cuda: bool, timeout: float, logs: Path) -> tuple[str, str]:
     table = logs / f"bench_images_{arch}.json"
+    table.unlink(missing_ok=True)  # never read an earlier run's numbers
     if cuda:  # every switch; the per-switch limit keeps one slow compilation from eating the rest
         args = ["--device", "cuda", "--steps", "120", "--measure", "40", "--batch", "64",
                 "--timeout", str(int(timeout / 2))]
@@ -110,15 +113,17 @@ def check_images(arch: str, cuda: bool, timeout: float, logs: Path) -> tuple[str
     results = json.loads(table.read_text())
     base = next((r["steps_per_sec"] for r in results if r["config"] == "off"
                  and "steps_per_sec" in r), None)
-    parts = []
+    parts, errors = [], {}
     for r in results:
         if "steps_per_sec" not in r:
-            parts.append(f"{r['config']} {r['error']}")
+            errors.setdefault(r["error"], []).append(r["config"])
         else:
             speedup = f" ({r['steps_per_sec'] / base:.2f}x)" if base and r["config"] != "off" \
                 else ""
             parts.append(f"{r['config']} {r['steps_per_sec']:.1f}{speedup}")
-    numbers = "steps/s: " + ", ".join(parts)
+    numbers = "; ".join(([f"steps/s: {', '.join(parts)}"] if parts else [])
+                        + [f"{', '.join(names)} failed: {error}"
+                           for error, names in errors.items()])
     if not cuda:
         return "ok (CPU: off only; the other switches skipped: no CUDA)", numbers
     return ("ok" if code == 0 else "failed"), numbers
@@ -140,6 +145,7 @@ def ms(seconds: float) -> str:
 def check_matched(cuda: bool, timeout: float, logs: Path) -> list[tuple[str, str, str]]:
     rows = list(MATCHED_TITLES)
     table = logs / "bench_toy.json"
+    table.unlink(missing_ok=True)
     if cuda:
         args = ["--device", "cuda", "--repeats", "1", "--timeout", str(int(timeout / 3))]
     else:  # tiny: one run per side, start-up included; bf16 + channels_last is for GPUs
@@ -260,7 +266,7 @@ def main() -> None:
              f"`scripts/gpu_check.sh{' --cpu' if args.cpu else ''}`, "
              f"{time.perf_counter() - started:.0f} s; logs and the benchmarks' own tables in "
              f"{logs.name}/.", "", "| check | result | numbers |", "|---|---|---|"]
-    table += [f"| {c} | {r} | {n} |" for c, r, n in rows]
+    table += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     text = "\n".join(table) + "\n"
     print(text)
     out.write_text(text)
