@@ -8,10 +8,21 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
 
 # Small, fast settings for CLI runs; each test adds what it checks.
 FAST = ["train.log_every=10", "train.print_every=10", "eval.n_samples=300"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip themselves where CUDA is not available."""
+    if torch.cuda.is_available():
+        return
+    no_cuda = pytest.mark.skip(reason="needs CUDA (marked gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(no_cuda)
 
 
 def igm_command() -> list[str]:

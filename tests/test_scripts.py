@@ -1,0 +1,211 @@
+"""The benchmark scripts: the hand-written reference loops, bench_toy's timing arithmetic,
+scripts/gpu_check.sh in its CPU mode (which also runs bench_images.py and bench_toy.py tiny), and
+the `gpu` marker (tests that need CUDA skip themselves without it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+
+
+def load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it runs
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """The body rows of the first Markdown table in ``markdown``, as lists of cells."""
+    lines = [ln for ln in markdown.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+
+
+# ----------------------------------------------------------------------------
+# Reference loops
+
+def test_reference_ring8_is_eight_sharp_modes_on_the_circle():
+    x = load(SCRIPTS / "reference/toy_gan.py").ring8(4000, torch.device("cpu"))
+    radius = x.norm(dim=1)
+    assert (radius - 2).abs().max() < 0.02 * 5  # std 0.02 around radius 2
+    angle = torch.atan2(x[:, 1], x[:, 0]) % (2 * math.pi)
+    mode = torch.round(angle / (2 * math.pi / 8)) % 8
+    assert (angle - mode * 2 * math.pi / 8 + math.pi) % (2 * math.pi) - math.pi \
+        == pytest.approx(torch.zeros_like(angle), abs=0.1)
+    counts = torch.bincount(mode.long(), minlength=8)
+    assert counts.min() > 4000 / 8 * 0.8  # every mode drawn, about equally
+
+
+@pytest.mark.parametrize("script, kwargs", [
+    ("toy_gan.py", {"batch": 64}),
+    ("toy_wgan_gp.py", {"batch": 64}),
+    ("dcgan_example.py", {"batch": 4, "data": "tensor", "print_every": 0}),
+    ("dcgan_example.py", {"batch": 4, "data": "fakedata", "workers": 0, "print_every": 0}),
+])
+def test_reference_loop_runs_with_finite_losses(script, kwargs):
+    losses = load(SCRIPTS / "reference" / script).train(3, "cpu", **kwargs)
+    assert set(losses) == {"critic", "generator"}
+    assert all(math.isfinite(v) for v in losses.values()), losses
+    if script != "toy_wgan_gp.py":  # cross-entropies are positive
+        assert min(losses.values()) > 0
+
+
+def test_dcgan_example_networks_have_the_examples_shapes():
+    example = load(SCRIPTS / "reference/dcgan_example.py")
+    g, d = example.generator(), example.discriminator()
+    images = g(torch.randn(2, 100, 1, 1))
+    assert images.shape == (2, 3, 64, 64) and images.abs().max() <= 1
+    p = d(images)
+    assert p.shape == (2,) and ((p > 0) & (p < 1)).all()
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in d.modules()) == 3  # as the example
+
+
+# ----------------------------------------------------------------------------
+# bench_toy: marginal time per step
+
+def test_marginal_time_per_step_cancels_start_up(monkeypatch):
+    bench = load(SCRIPTS / "bench_toy.py")
+    per_step = {"igm": 0.010, "reference": 0.008}
+    start_up = iter([5.0, 3.0, 5.5, 2.5, 4.0, 3.5, 6.0, 2.0, 5.0, 3.0, 5.0, 3.0])
+    calls = []
+
+    def fake_timed(cmd, timeout):
+        side, n = cmd
+        calls.append((side, n))
+        wall = next(start_up) + per_step[side] * n
+        return {"wall": wall, "cpu": 1.0 + 0.5 * per_step[side] * n}
+
+    monkeypatch.setattr(bench, "timed", fake_timed)
+    result = bench.measure(["igm", "reference"], lambda side, n: (side, n), 100, 3, 60,
+                           log=lambda msg: None)
+    # igm, repeat 1: ((5.5 + 3.0) - (5.0 + 1.0)) / 200 = 0.0125; repeat 2: ((2.0 + 3.0) -
+    # (3.5 + 1.0)) / 200 = 0.0025; repeat 3, equal start-ups: the true 0.010 (also the median)
+    assert result["igm"]["samples"] == pytest.approx([0.0125, 0.0025, 0.010])
+    assert result["igm"]["s_per_step"] == pytest.approx(0.010)
+    assert result["reference"]["samples"] == pytest.approx([0.0055, 0.018, 0.008])
+    assert result["reference"]["s_per_step"] == pytest.approx(0.008)
+    assert result["igm"]["cpu_s_per_step"] == pytest.approx(0.005)  # the other clock
+    assert calls[:8] == [("igm", 100), ("reference", 100), ("igm", 300), ("reference", 300),
+                         ("reference", 100), ("igm", 100), ("reference", 300), ("igm", 300)]
+
+
+def test_bench_toy_records_a_failed_side_and_goes_on(monkeypatch):
+    bench = load(SCRIPTS / "bench_toy.py")
+
+    def fake_timed(cmd, timeout):
+        if cmd[0] == "igm":
+            raise RuntimeError("exit 2: igm: error: unknown key")
+        return {"wall": 1.0 + 0.01 * cmd[1], "cpu": 1.0}
+
+    monkeypatch.setattr(bench, "timed", fake_timed)
+    result = bench.measure(["igm", "reference"], lambda side, n: (side, n), 10, 2, 60,
+                           log=lambda msg: None)
+    assert result["igm"] == {"error": "exit 2: igm: error: unknown key"}
+    assert result["reference"]["s_per_step"] == pytest.approx(0.01)
+
+
+# ----------------------------------------------------------------------------
+# The gpu marker
+
+@pytest.mark.gpu
+def test_cuda_matmul_matches_cpu():
+    a, b = torch.randn(64, 32, dtype=torch.float64), torch.randn(32, 16, dtype=torch.float64)
+    assert torch.allclose((a.cuda() @ b.cuda()).cpu(), a @ b)
+
+
+def test_gpu_marked_tests_skip_without_cuda(tmp_path):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p",
+                           "no:cacheprovider", str(Path(__file__))],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"\b1 skipped\b", done.stdout), done.stdout
+    assert "needs CUDA" in done.stdout
+    assert "passed" not in done.stdout and "failed" not in done.stdout
+
+
+# ----------------------------------------------------------------------------
+# scripts/gpu_check.sh, CPU mode
+
+CHECKS = [
+    "pytest -m gpu",
+    "bench_images dcgan 32 px",
+    "bench_images resnet 32 px",
+    "matched: toy GAN, default recipe vs hand-written loop",
+    "matched: toy WGAN-GP vs the authors' recipe loop",
+    "matched: DCGAN 64 px fp32 vs pytorch/examples",
+    "matched: DCGAN 64 px, igm bf16 + channels_last vs pytorch/examples",
+    "DDP nccl, torchrun --nproc_per_node=2",
+]
+NEEDS_CUDA = {CHECKS[0], CHECKS[6], CHECKS[7]}
+
+
+@pytest.fixture(scope="module")
+def gpu_check_cpu(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu_check")
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(SCRIPTS / "gpu_check.sh"), "--cpu"], cwd=out, env=env,
+                          capture_output=True, text=True, timeout=600)
+    return done, out
+
+
+def test_gpu_check_cpu_mode_writes_every_row(gpu_check_cpu):
+    done, out = gpu_check_cpu
+    assert done.returncode == 0, done.stdout + done.stderr
+    written = (out / "gpu_check.md").read_text()
+    assert written.strip() in done.stdout
+    assert written.startswith("# igm GPU check: CPU mode")
+    rows = {row[0]: row[1:] for row in table_rows(written)}
+    assert list(rows) == CHECKS
+    for check in NEEDS_CUDA:
+        assert rows[check][0] == "skipped: no CUDA", (check, rows[check])
+    for arch in ("dcgan", "resnet"):
+        result, numbers = rows[f"bench_images {arch} 32 px"]
+        assert result.startswith("ok") and "skipped: no CUDA" in result
+        assert re.fullmatch(r"steps/s: off \d+\.\d", numbers), numbers
+    for check in CHECKS[3:6]:
+        result, numbers = rows[check]
+        assert result.startswith("ok (CPU smoke run"), (check, result)
+        assert re.fullmatch(r"igm [\d.]+ ms/step, reference [\d.]+ ms/step, "
+                            r"igm / reference \d+\.\d\d", numbers), numbers
+
+
+def test_gpu_check_keeps_bench_toy_table_that_parses(gpu_check_cpu):
+    _, out = gpu_check_cpu
+    table = (out / "gpu_check_logs/bench_toy.md").read_text()
+    rows = table_rows(table)
+    assert [r[0].split(",")[0] for r in rows] == [
+        "default recipe (NS-GAN + R1 + EMA + lr decay)", "WGAN-GP",
+        "DCGAN 64 px"]
+    for _, igm, reference, ratio, device in rows:
+        cells = [re.fullmatch(r"([\d.]+) ms/step \(([\d.]+) steps/s\)", c)
+                 for c in (igm, reference)]
+        assert all(cells), (igm, reference)
+        (igm_ms, igm_rate), (ref_ms, _) = [(float(m[1]), float(m[2])) for m in cells]
+        assert igm_rate == pytest.approx(1000 / igm_ms, rel=0.01)
+        assert float(ratio) == pytest.approx(ref_ms / igm_ms, rel=0.01, abs=0.006)
+        assert device == "cpu"
+    assert "--once: whole-process seconds / N" in table
+    assert "igm's critic has no batch norm" in table  # the DCGAN caption
+    images = (out / "gpu_check_logs/bench_images_resnet.md").read_text()
+    assert table_rows(images)[0][0] == "off"
