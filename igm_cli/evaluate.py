@@ -12,6 +12,7 @@ the samples, the encoder of Alpha-GAN), so the trainer does not. ``evaluate_run`
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -26,8 +27,7 @@ from igm_cli.metrics import METRICS, better, families
 @dataclass
 class Evaluation:
     metrics: dict[str, float]
-    images: dict[str, torch.Tensor] = field(default_factory=dict)  # tag: [3, H, W] in [0, 1]
-    figures: dict[str, object] = field(default_factory=dict)  # tag: matplotlib figure
+    images: dict[str, object] = field(default_factory=dict)  # tag: [3, H, W] image
 
 
 def metric_names(cfg: DictConfig, objective, is_image: bool, has_modes: bool) -> list[str]:
@@ -106,9 +106,16 @@ def headline(metrics: dict[str, float], modes_total: int | None = None) -> str:
 
 
 class Evaluator:
-    """Metrics, images and figures of a run's sampler. ``warn`` gets one line when the image
-    feature extractor cannot be had (Inception weights missing): training goes on without
-    those metrics."""
+    """Metrics and pictures of a run's sampler. ``warn`` gets one line when the image feature
+    extractor cannot be had (Inception weights missing): training goes on without those
+    metrics.
+
+    An evaluation has two parts: what needs the networks (generating the samples, the critic's
+    field, an encoder's codes) runs at once on the caller's thread, since training changes the
+    networks next; the rest (distances between point sets, features of images, drawing) runs
+    in a background thread when ``background`` (``eval.background``), on a core the training
+    loop (one thread by default) leaves free. ``submit`` returns a Future of the Evaluation;
+    calling the Evaluator waits for it."""
 
     def __init__(self, cfg: DictConfig, dataset, objective, z_dim: int, device, warn=print):
         self.dataset, self.objective, self.z_dim, self.device = dataset, objective, z_dim, device
@@ -116,6 +123,8 @@ class Evaluator:
         self.plot, self.grid = cfg.eval.get("plot", True), cfg.eval.get("grid", 64)
         self.real_logged = False
         self.modes_total = getattr(dataset, "modes_total", None)
+        self.pool = (ThreadPoolExecutor(1, thread_name_prefix="igm-eval")
+                     if cfg.eval.get("background", True) else None)
         if dataset.is_image:
             from igm_cli.metrics.images import make_image_metrics
 
@@ -128,51 +137,92 @@ class Evaluator:
                              if dataset.has_modes or not METRICS.info(f).get("needs_modes")]
             self.real = dataset.fixed_sample(self.n, EVAL_SEED)  # the same at every evaluation
 
-    @torch.no_grad()
     def __call__(self, sampler: nn.Module, nets: nn.ModuleDict, step: int) -> Evaluation:
-        if self.dataset.is_image:
-            evaluation = self.images(sampler)
-        else:
-            evaluation = self.points(sampler, nets)
+        return self.prepare(sampler, nets, step)()
+
+    def submit(self, sampler: nn.Module, nets: nn.ModuleDict, step: int) -> Future:
+        finish = self.prepare(sampler, nets, step)
+        if self.pool is not None:
+            return self.pool.submit(finish)
+        done = Future()
+        try:
+            done.set_result(finish())
+        except Exception as exc:  # raised where the result is read, as from the pool
+            done.set_exception(exc)
+        return done
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+    @torch.no_grad()
+    def prepare(self, sampler: nn.Module, nets: nn.ModuleDict, step: int):
+        """Does now what needs the networks; returns the function that finishes the work."""
+        extra, images, figures = {}, {}, {}
         if hasattr(self.objective, "extra_metrics"):  # models with an encoder (Alpha-GAN)
             extra, images, figures = autoencoder_extras(
                 self.objective, nets, self.dataset, self.z_dim, self.n, self.device,
                 pictures=self.plot)
-            evaluation.metrics.update(extra)
-            evaluation.images.update(images)
-            evaluation.figures.update(figures)
-        title = f"step {step}: {headline(evaluation.metrics, self.modes_total)}"
-        for figure in evaluation.figures.values():
-            figure.axes[0].set_title(title, fontsize=9)
-        return evaluation
+        if self.dataset.is_image:
+            finish = self.prepare_images(sampler)
+        else:
+            finish = self.prepare_points(sampler, nets, figures)
 
-    def points(self, sampler: nn.Module, nets: nn.ModuleDict) -> Evaluation:
-        fake = generate(sampler, self.n, self.z_dim, EVAL_SEED, self.device).float()
-        metrics = {}
-        for family in self.families:
-            metrics.update(METRICS.get(family)(self.real, fake, self.dataset))
-        figures = {}
-        if self.plot and self.dataset.dim <= 2:
-            from igm_cli.plots import samples_figure
+        def finished() -> Evaluation:
+            metrics, more = finish()
+            metrics.update(extra)
+            title = f"step {step}: {headline(metrics, self.modes_total)}"
+            pictures = {**images, **more}
+            for tag, fig in figures.items():
+                from igm_cli.plots import figure_image
 
-            critic = nets["critic"] if "critic" in nets else None
-            figures["samples"] = samples_figure(self.real, fake, critic)
-        return Evaluation(metrics, figures=figures)
+                fig.axes[0].set_title(title, fontsize=9)
+                pictures[tag] = figure_image(fig)
+            return Evaluation(metrics, pictures)
 
-    def images(self, sampler: nn.Module) -> Evaluation:
-        metrics = {}
+        return finished
+
+    def prepare_points(self, sampler: nn.Module, nets: nn.ModuleDict, figures: dict):
+        fake = generate(sampler, self.n, self.z_dim, EVAL_SEED, self.device).float().cpu()
+        real = self.real.cpu()
+        field_ = None
+        draw = self.plot and self.dataset.dim <= 2
+        if draw and "critic" in nets:
+            from igm_cli.plots import critic_field
+
+            field_ = critic_field(nets["critic"], real, fake)
+
+        def finish():
+            metrics = {}
+            for family in self.families:
+                metrics.update(METRICS.get(family)(real, fake, self.dataset))
+            if draw:
+                from igm_cli.plots import samples_figure
+
+                figures["samples"] = samples_figure(real, fake, field_)
+            return metrics, {}
+
+        return finish
+
+    def prepare_images(self, sampler: nn.Module):
+        fake = None
         if self.image_metrics is not None:
+            fake = generate(sampler, self.n, self.z_dim, EVAL_SEED, self.device, batch=500)
+        pictures = {"samples": image_grid(generate(sampler, self.grid, self.z_dim, EVAL_SEED,
+                                                   self.device))}
+        if not self.real_logged:  # once per process
+            pictures["real"] = image_grid(self.dataset.reference(self.grid))
+            self.real_logged = True
+
+        def finish():
+            if fake is None:
+                return {}, pictures
             if self.real is None:  # features of the real images: once per run
                 self.image_metrics.real_features(self.dataset.reference(self.n))
                 self.real = True
-            fake = generate(sampler, self.n, self.z_dim, EVAL_SEED, self.device, batch=500)
-            metrics = self.image_metrics.compute(fake.float())
-        images = {"samples": image_grid(generate(sampler, self.grid, self.z_dim, EVAL_SEED,
-                                                 self.device))}
-        if not self.real_logged:  # once per process
-            images["real"] = image_grid(self.dataset.reference(self.grid))
-            self.real_logged = True
-        return Evaluation(metrics, images)
+            return self.image_metrics.compute(fake.float()), pictures
+
+        return finish
 
 
 @torch.no_grad()

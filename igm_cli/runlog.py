@@ -115,15 +115,13 @@ class RunLog:
 
     def evaluation(self, step: int, evaluation) -> None:
         """An Evaluation's metrics to TensorBoard (metrics/NAME), metrics.jsonl and the console;
-        its images ({tag: [3, H, W] in [0, 1]}) and figures (matplotlib) to TensorBoard."""
+        its images ({tag: [3, H, W], float in [0, 1] or uint8}) to TensorBoard."""
         if not self.enabled:
             return
         metrics = evaluation.metrics
         self.scalars(step, {f"metrics/{k}": v for k, v in metrics.items()})
-        for tag, grid in evaluation.images.items():
-            self.writer.add_image(tag, grid, step)
-        for tag, fig in evaluation.figures.items():
-            self.writer.add_figure(tag, fig, step, close=True)
+        for tag, image in evaluation.images.items():
+            self.writer.add_image(tag, image, step)
         with open(self.metrics_file, "a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
         text = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())

@@ -17,6 +17,7 @@ import os
 import signal
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,9 +210,17 @@ class Checkpoints:
             if keep_step:
                 save_atomic(payload, self.folder / f"step_{self.parts.state.step:07d}.pt")
 
-    def consider_best(self, metrics: dict[str, float]) -> bool:
-        """Save best.pt when the chosen metric improved; True when it did."""
+    def snapshot(self) -> dict | None:
+        """A copy of the checkpoint as it is now, kept for best.pt until the evaluation of this
+        step is known (None when no best checkpoint is kept)."""
         if self.keep_best is None or not parallel.RANKS.main:
+            return None
+        return copy.deepcopy(self.payload())
+
+    def consider_best(self, metrics: dict[str, float], step: int, payload: dict | None) -> bool:
+        """Save ``payload`` (the checkpoint at ``step``) as best.pt when the chosen metric
+        improved; True when it did."""
+        if payload is None:
             return False
         name, direction = self.keep_best
         value = metrics.get(name)
@@ -220,9 +229,9 @@ class Checkpoints:
         improved = (self.best_value is None or (value < self.best_value if direction == "min"
                                                 else value > self.best_value))
         if improved:
-            self.best_value, self.best_step = value, self.parts.state.step
-            payload = {**self.payload(), "best": {"metric": name, "value": value,
-                                                  "direction": direction}}
+            self.best_value, self.best_step = value, step
+            payload = {**payload, "best": {"metric": name, "value": value,
+                                           "direction": direction}}
             with self.stopper.critical():
                 save_atomic(payload, self.folder / "best.pt")
         return improved
@@ -329,6 +338,16 @@ def run(cfg: DictConfig, parts: Parts, log: RunLog, run_dir: Path, overrides: li
     def after_step(phase: Phase) -> None:
         objective.after_step(phase, state.nets)
 
+    pending_evaluations: deque = deque()  # (step, Future of an Evaluation, best.pt payload)
+
+    def log_evaluation(step: int, future, payload) -> dict:
+        evaluation = future.result()
+        log.evaluation(step, evaluation)
+        if checkpoints.consider_best(evaluation.metrics, step, payload):
+            log.message(f"  best {checkpoints.keep_best[0]} so far: saved "
+                        f"{checkpoints.folder / 'best.pt'} (step {step})")
+        return evaluation.metrics
+
     status, metrics, note, steps_done_at = "completed", {}, "", None
     pending: list[list[torch.Tensor]] = []  # each step's losses since the last check
     timer, loop_start = StepTimer(start_step), time.perf_counter()
@@ -368,12 +387,13 @@ def run(cfg: DictConfig, parts: Parts, log: RunLog, run_dir: Path, overrides: li
                                          "perf/lr": plans[0].optimizer.param_groups[0]["lr"]})
                 log.progress(state.step, values, rate)
             if eval_now and ranks.main:
-                evaluation = evaluator(state.sampler, state.nets, state.step)
-                metrics = evaluation.metrics
-                log.evaluation(state.step, evaluation)
-                if checkpoints.consider_best(metrics):
-                    log.message(f"  best {checkpoints.keep_best[0]} so far: saved "
-                                f"{checkpoints.folder / 'best.pt'}")
+                while len(pending_evaluations) > 1:  # the background thread is behind: wait
+                    metrics = log_evaluation(*pending_evaluations.popleft())
+                pending_evaluations.append(
+                    (state.step, evaluator.submit(state.sampler, state.nets, state.step),
+                     checkpoints.snapshot()))
+            while pending_evaluations and pending_evaluations[0][1].done():
+                metrics = log_evaluation(*pending_evaluations.popleft())
             if ckpt_now:
                 checkpoints.save(keep_step=keep_now)
             if signalled:
@@ -383,6 +403,10 @@ def run(cfg: DictConfig, parts: Parts, log: RunLog, run_dir: Path, overrides: li
                 note = f"stopped by {name} at step {state.step}; resume with resume={run_dir}"
                 break
 
+        while pending_evaluations:  # every evaluation submitted is logged, also when stopped
+            metrics = log_evaluation(*pending_evaluations.popleft())
+    if evaluator is not None:
+        evaluator.close()
     loop_seconds = time.perf_counter() - loop_start
     steps_done = state.step - start_step
     summary = {

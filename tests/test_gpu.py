@@ -17,8 +17,7 @@ from igm_cli.build import registries
 from igm_cli.cli import config_dir
 from igm_cli.trainer import train
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = pytest.mark.gpu  # skipped without CUDA (tests/conftest.py)
 
 TINY = ["arch.channels=16", "arch.z_dim=16", "arch.features=8", "arch.code_hidden=16",
         "train.batch_size=16", "train.log_every=1", "eval.n_samples=32", "eval.grid=4",

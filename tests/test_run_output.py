@@ -89,3 +89,25 @@ def test_figure_titles_name_step_and_metrics():
 
     assert headline({"modes": 8, "hq": 0.8312, "kl_modes": 0.001, "mmd": 0.0, "w1": 0.1391},
                     8) == "modes 8/8, hq 0.831, w1 0.139"
+
+
+def test_background_evaluation_gives_the_same_numbers(tmp_path):
+    """eval.background=true (metrics and pictures in a thread while training goes on) logs
+    the same evaluations, at the same steps, as evaluating in the loop."""
+    from hydra import compose, initialize_config_dir
+
+    from igm_cli.cli import config_dir
+    from igm_cli.trainer import train
+
+    records = {}
+    for background in ("true", "false"):
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            cfg = compose("train", overrides=[*FAST, "train.steps=60", "eval.every=20",
+                                              "device=cpu", f"eval.background={background}"])
+        assert train(cfg, tmp_path / background, [])["status"] == "completed"
+        records[background] = (tmp_path / background / "metrics.jsonl").read_text()
+        events = EventAccumulator(str(tmp_path / background), size_guidance={"images": 0})
+        events.Reload()
+        assert [e.step for e in events.Images("samples")] == [20, 40, 60]
+    assert records["true"] == records["false"]
+    assert [json.loads(line)["step"] for line in records["true"].splitlines()] == [20, 40, 60]
