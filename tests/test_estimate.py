@@ -437,7 +437,7 @@ def test_infinite_variance_monte_carlo_is_not_called_exact(tmp_path, capsys):
     assert summary["exact"] is None and summary["exact_method"] == "monte_carlo"
     assert summary["exact_std_error"] is None and summary["abs_error"] is None
     assert math.isfinite(summary["reference"])  # read 1.579 when written
-    assert "infinite variance" in summary["message"]
+    assert "infinite variance (E_q[f(p/q)²] is infinite)" in summary["message"]
     assert json.loads((tmp_path / "summary.json").read_text())["exact"] is None
     out = capsys.readouterr().out
     assert "reference" in out.splitlines()[-2] and "infinite variance" in out
