@@ -252,8 +252,10 @@ class Jeffrey(Divergence):
 
 def _gan_f_of_log(r: Tensor) -> Tensor:
     """GAN generator u log u - (u + 1) log(u + 1) at u = e^r, as e^r log σ(r) + log σ(-r).
-    e^r log σ(r) = -1 + O(e^-r), so clamping r at 40 changes nothing in float64."""
-    rc = r.clamp(max=40.0)
+    e^r log σ(r) = -1 + O(e^-r), so clamping r at 40 changes nothing in float64; at the other
+    end it is r e^r -> 0, and the clamp at -1000 (where e^r is 0 in float32 and float64)
+    keeps r = -∞ (u = 0, e.g. a float32 softplus that underflowed) from giving 0 · (-∞) = nan."""
+    rc = r.clamp(min=-1000.0, max=40.0)
     return torch.exp(rc) * logsigmoid(rc) + logsigmoid(-r)
 
 

@@ -8,11 +8,18 @@ exact value.
 - f-divergences, ``method=ratio``: the critic fits r ≈ p/q by least squares, ½ E_q[r²] - E_p[r]
   (uLSIF, Kanamori et al. 2009; lecture "Ratio matching"), and the estimate is the plug-in
   E_q[f(r(x))] on fresh samples of Q.
-- ``divergence=wasserstein``: a critic f maximises E_p[f] - E_q[f] under WGAN-GP's penalty
-  λ E(||∇f(x̂)|| - 1)² (Kantorovich-Rubinstein duality); the estimate is E_p f - E_q f.
+  Refused where P and Q are mutually singular: E_q[f(r)] sees only Q's support and misses the
+  f'(∞) P(q = 0) part of D_f (lines: TV about 0.47 for the exact 1).
+- ``divergence=wasserstein``: a critic f maximises E_p[f] - E_q[f] - λ E max(0, ||∇f(x̂)|| - 1)²
+  (Kantorovich-Rubinstein duality asks only ||∇f|| <= 1: the one-sided penalty of Petzka et al.
+  2018, not WGAN-GP's two-sided one, which traps a critic that starts with the wrong sign);
+  f starts at 0 (last layer zeroed), and the estimate is E_p f - E_q f.
 - ``divergence=mmd``: no training, the witness is known in closed form; the estimate is the
   unbiased MMD² (U-statistic) under a sum of RBF kernels.
-Exact values come from exact.py (closed forms, quadrature, optimal transport, Monte Carlo).
+Every estimate comes with its standard error over the evaluation sample (``std_error``). Exact
+values come from exact.py (closed forms, quadrature, optimal transport, Monte Carlo with its
+standard error; a Monte Carlo mean of infinite variance is reported as a ``reference``, not as
+``exact``).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,16 +44,18 @@ from igm_cli.build import (
 from igm_cli.divergences import LOG2, Divergence, get_divergence
 from igm_cli.errors import IgmError
 from igm_cli.exact import (
+    ExactValue,
     Gaussian,
     GaussianMixture,
     ParallelLines,
     exact_value,
     mmd2_rbf,
+    mmd2_u_statistic,
     wasserstein1,
 )
-from igm_cli.metrics.distances import mmd
-from igm_cli.objectives.base import gradient_norms
-from igm_cli.objectives.ipm import interpolate
+from igm_cli.objectives.fgan import FGAN, fenchel_bound
+from igm_cli.objectives.ipm import gradient_penalty, wasserstein_gap
+from igm_cli.objectives.ratio import least_squares_ratio_loss, ratio_from_output
 from igm_cli.registry import DIVERGENCES
 from igm_cli.runlog import is_main_process, write_json_atomic
 
@@ -110,6 +120,9 @@ def check_estimate_config(cfg: DictConfig) -> None:
         check_number(cfg.divergence.gp_lambda, "divergence.gp_lambda", minimum=0.0)
     elif name == "mmd":
         check_positive_ints(cfg, ("divergence.n_samples",))
+        if cfg.divergence.n_samples < 3:  # the U-statistic's variance needs n >= 3
+            raise IgmError(f"divergence.n_samples must be an integer >= 3, "
+                           f"got {cfg.divergence.n_samples}")
         bandwidths = cfg.divergence.bandwidths
         if not bandwidths or isinstance(bandwidths, (str, int, float)):
             raise IgmError(f"divergence.bandwidths must be a list of positive numbers, "
@@ -128,7 +141,11 @@ def check_estimate_config(cfg: DictConfig) -> None:
     check_lr_decay(cfg.train.lr_decay)
     build_arch(cfg.arch)
     resolve_device(cfg.device)
-    build_pair(cfg)
+    p, q = build_pair(cfg)
+    if cfg.method == "ratio" and singular(p, q):
+        raise IgmError(f"method=ratio cannot estimate {name} here: {singular_reason(p, q)}, and "
+                       f"the plug-in E_q[f(r)] sees only Q's support, so it misses the "
+                       f"f'(∞)·P(q = 0) part of D_f; use method=variational")
 
 
 def check_number(value, key: str, minimum: float, strict: bool = False) -> None:
@@ -140,10 +157,10 @@ def check_number(value, key: str, minimum: float, strict: bool = False) -> None:
         raise IgmError(f"{key} must be a finite number {bound}, got {value!r}")
 
 
-def exact_for(name: str, p, q, bandwidths=None) -> tuple[float, str]:
-    """(exact value, method). W1 from exact.wasserstein1, MMD² (RBF ``bandwidths``) from
-    exact.mmd2_rbf; D_f(P||Q) from exact.exact_value, or with parallel lines: f(1) on one
-    line, else f(0) + f'(∞)."""
+def exact_for(name: str, p, q, bandwidths=None) -> ExactValue:
+    """The exact value and its route. W1 from exact.wasserstein1, MMD² (RBF ``bandwidths``)
+    from exact.mmd2_rbf; D_f(P||Q) from exact.exact_value, or with parallel lines: f(1) on
+    one line, else f(0) + f'(∞)."""
     if name == "wasserstein":
         return wasserstein1(p, q)
     if name == "mmd":
@@ -151,14 +168,22 @@ def exact_for(name: str, p, q, bandwidths=None) -> tuple[float, str]:
     if not (isinstance(p, ParallelLines) or isinstance(q, ParallelLines)):
         return exact_value(name, p, q, n_samples=EXACT_MC_SAMPLES)
     if singular(p, q):
-        return singular_value(name), "closed_form"
-    return float(get_divergence(name).f(torch.tensor(1.0, dtype=torch.float64))), "closed_form"
+        return ExactValue(singular_value(name), "closed_form")
+    one = get_divergence(name).f(torch.tensor(1.0, dtype=torch.float64))
+    return ExactValue(float(one), "closed_form")
 
 
 def singular(p, q) -> bool:
     """Whether P and Q are mutually singular (a line against a density, or two distinct lines)."""
     lines = isinstance(p, ParallelLines), isinstance(q, ParallelLines)
     return any(lines) and not (all(lines) and p.theta == q.theta)
+
+
+def singular_reason(p, q) -> str:
+    """Why P and Q are mutually singular, in a few words."""
+    both = isinstance(p, ParallelLines) and isinstance(q, ParallelLines)
+    where = "the supports do not overlap" if both else "a line has no density in the plane"
+    return f"P and Q are mutually singular ({where})"
 
 
 def density_ratio(p, q, x: torch.Tensor) -> torch.Tensor:
@@ -177,9 +202,7 @@ def optimal_critic(div: Divergence, p, q, x: torch.Tensor) -> torch.Tensor:
 def infinite_reason(name: str, p, q) -> str:
     """Why D_f(P||Q) is infinite, in a few words."""
     if singular(p, q):
-        both = isinstance(p, ParallelLines) and isinstance(q, ParallelLines)
-        where = "the supports do not overlap" if both else "a line has no density in the plane"
-        return f"P and Q are mutually singular ({where})"
+        return singular_reason(p, q)
     return {"pearson": "p/q is not square-integrable under Q",
             "neyman": "q/p is not square-integrable under P"}.get(name, "E_q[f(p/q)] diverges")
 
@@ -190,10 +213,10 @@ def estimate(cfg: DictConfig, run_dir: Path) -> dict:
     name = cfg.divergence.name
     p, q = build_pair(cfg)
     device = setup_device(cfg.device, cfg.train.threads)
-    exact, exact_method = exact_for(name, p, q, cfg.divergence.get("bandwidths"))
-    finite = math.isfinite(exact)
+    exact = exact_for(name, p, q, cfg.divergence.get("bandwidths"))
+    comparable = exact.is_exact and math.isfinite(exact.value)  # a number to hold estimates to
     print(f"estimating {name}(P, Q), P = {cfg.p.name}, Q = {cfg.q.name}, dimension {p.dim}: "
-          f"exact {exact:.6g} ({exact_method})", flush=True)
+          f"{describe_exact(exact)}", flush=True)
 
     rng = torch.Generator().manual_seed(cfg.seed)  # every sample of P and Q
     writer = None
@@ -203,47 +226,78 @@ def estimate(cfg: DictConfig, run_dir: Path) -> dict:
         writer = SummaryWriter(str(run_dir))
     if name == "mmd":  # the witness is known in closed form: nothing to train
         n = cfg.divergence.n_samples
-        value = float(mmd(p.sample(n, rng), q.sample(n, rng), list(cfg.divergence.bandwidths)))
-        step, status, critic_error, note = 0, "completed", None, "no critic: U-statistic"
+        value, std_error = mmd2_u_statistic(p.sample(n, rng), q.sample(n, rng),
+                                            list(cfg.divergence.bandwidths))
+        result = Evaluation(value, std_error, None, "no critic: U-statistic")
+        step, status = 0, "completed"
     else:
         fit = make_fit(cfg, p, q)
-        critic = make_critic(cfg, p, q, rng, device)
+        critic = make_critic(cfg, p, q, rng, device, zero_output=fit.zero_start)
         step, status = train_critic(critic, fit, p, q, cfg.train, rng, writer,
-                                    exact if finite else None)
-        value, critic_error, note = fit.evaluate(critic, p, q, cfg.eval.n_samples, rng)
-    ok = status == "completed" and math.isfinite(value)
+                                    exact.value if comparable else None)
+        result = fit.evaluate(critic, p, q, cfg.eval.n_samples, rng)
+    ok = status == "completed" and math.isfinite(result.value)
     summary = {
         "status": status,
         "divergence": name,
         "method": cfg.method,
         "p": OmegaConf.to_container(cfg.p, resolve=True),
         "q": OmegaConf.to_container(cfg.q, resolve=True),
-        "estimate": value if ok else None,
-        "exact": exact if finite else "inf",  # JSON has no infinity
-        "exact_method": exact_method,
-        "abs_error": abs(value - exact) if finite and ok else None,
-        "critic_error": critic_error,
+        "estimate": result.value if ok else None,
+        "std_error": finite_or_none(result.std_error) if ok else None,
+        # JSON has no infinity: "inf"; null where only a Monte Carlo reference exists
+        "exact": (None if not exact.is_exact else exact.value if math.isfinite(exact.value)
+                  else "inf"),
+        "exact_method": exact.method,
+        "exact_std_error": finite_or_none(exact.std_error),
+        "abs_error": abs(result.value - exact.value) if comparable and ok else None,
+        "critic_error": result.critic_error,
         "steps": step,
         "wall_seconds": round(time.time() - started, 3),
     }
-    if note:
-        summary["critic_error_note"] = note
-    messages = [] if finite else [f"{name}(P||Q) is infinite: {infinite_reason(name, p, q)}"
-                                  f"; the {'bound' if cfg.method == 'variational' else 'estimate'}"
-                                  " grows without limit"]
+    if not exact.is_exact:
+        summary["reference"] = exact.value
+    if result.note:
+        summary["critic_error_note"] = result.note
+    messages = []
+    if exact.is_exact and not math.isfinite(exact.value):
+        messages.append(f"{name}(P||Q) is infinite: {infinite_reason(name, p, q)}; the "
+                        f"{'bound' if cfg.method == 'variational' else 'estimate'} grows without "
+                        "limit")
+    if not exact.is_exact:
+        one_each = all(sum(w > 0 for w in d._params()[0]) == 1 for d in (p, q))  # exact test
+        shown = "is infinite" if one_each else "is not shown finite (mixtures)"
+        messages.append(f"no exact value: the Monte Carlo reference {exact.value:.6g} has "
+                        f"infinite variance (E_q[f(p/q)²] {shown}), so its error is unknown")
     if status == "diverged":
         messages.append(f"training diverged: the estimate became non-finite at step {step}")
     if messages:
         summary["message"] = "; ".join(messages)
     if writer is not None:
-        writer.add_scalar("estimate/final", value, step)
+        writer.add_scalar("estimate/final", result.value, step)
         writer.close()
         write_json_atomic(summary, run_dir / "summary.json")
     error = f"  |error| {summary['abs_error']:.4f}" if summary["abs_error"] is not None else ""
-    print(f"{name}: estimate {value:.4f}  exact {exact:.4f} ({exact_method}){error}")
+    print(f"{name}: estimate {result.value:.4f} ± {result.std_error:.4f}  "
+          f"{describe_exact(exact, '.4f')}{error}")
     for message in messages:
         print(f"igm: {message}")
     return summary
+
+
+def describe_exact(exact: ExactValue, fmt: str = ".6g") -> str:
+    """'exact 0.443147 (closed_form)', 'exact 0.255107 ± 0.00031 (monte_carlo)', or for a Monte
+    Carlo mean of infinite variance 'reference 47.7 (monte_carlo, infinite variance: ...)'."""
+    value = format(exact.value, fmt)
+    if not exact.is_exact:
+        return f"reference {value} ({exact.method}, infinite variance: not exact)"
+    error = f" ± {exact.std_error:.2g}" if exact.std_error is not None else ""
+    return f"exact {value}{error} ({exact.method})"
+
+
+def finite_or_none(x: float | None) -> float | None:
+    """x for JSON, None where it is missing or not finite."""
+    return x if x is not None and math.isfinite(x) else None
 
 
 class Critic(torch.nn.Module):
@@ -260,31 +314,57 @@ class Critic(torch.nn.Module):
         return self.net((x.to(self.center) - self.center) / self.spread)
 
 
-def make_critic(cfg: DictConfig, p, q, rng: torch.Generator, device: torch.device) -> Critic:
-    """A fresh critic for P and Q, standardised by the mean and sd of 4096 samples of each."""
+def make_critic(cfg: DictConfig, p, q, rng: torch.Generator, device: torch.device,
+                zero_output: bool = False) -> Critic:
+    """A fresh critic for P and Q, standardised by the mean and sd of 4096 samples of each;
+    ``zero_output`` zeroes its last linear layer, so that it starts as the function 0."""
     torch.manual_seed(cfg.seed)  # network initialisation
     net = build_arch(cfg.arch).build("critic", (p.dim,))
+    if zero_output:
+        linear = [m for m in net.modules() if isinstance(m, torch.nn.Linear)
+                  and not torch.nn.utils.parametrize.is_parametrized(m)]  # spectral norm: skip
+        if linear:
+            torch.nn.init.zeros_(linear[-1].weight)
+            torch.nn.init.zeros_(linear[-1].bias)
     pooled = torch.cat([p.sample(4096, rng), q.sample(4096, rng)])
     return Critic(net, pooled.mean(0), pooled.std(0).clamp(min=1e-3)).to(device)
 
 
 # ----------------------------------------------------------------------------
-# What the critic is trained on, and how the trained critic becomes an estimate.
+# What the critic is trained on, and how the trained critic becomes an estimate. The losses are
+# the objectives' own (objectives/fgan.py, ratio.py, ipm.py).
+
+@dataclass
+class Evaluation:
+    """An estimate on fresh samples, its standard error over those samples, and how far the
+    critic is from the optimal one (None, with a note, where that is not known)."""
+
+    value: float
+    std_error: float
+    critic_error: float | None = None
+    note: str = ""
+
+
+def std_error(*samples: torch.Tensor) -> float:
+    """Standard error of a sum or difference of the means of independent samples,
+    √(Σ_k var(s_k) / n_k)."""
+    return math.sqrt(sum(float(s.var()) / len(s) for s in samples))
+
 
 class Fit(ABC):
     """One estimator: ``train_step`` gives (loss to minimise, value to log) on a batch of P and
-    one of Q; ``evaluate`` gives (estimate, critic_error, note) on n fresh samples of each."""
+    one of Q; ``evaluate`` gives an Evaluation on n fresh samples of each."""
 
     tag = "estimate/bound"  # the TensorBoard tag of the logged training value
+    zero_start = False  # start the critic at the function 0 (``make_critic``)
 
     @abstractmethod
     def train_step(self, critic, x_p, x_q) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, logged value) on one batch of P and one of Q."""
 
     @abstractmethod
-    def evaluate(self, critic, p, q, n: int, rng: torch.Generator
-                 ) -> tuple[float, float | None, str]:
-        """(estimate, critic_error or None, note) on n fresh samples of P and of Q."""
+    def evaluate(self, critic, p, q, n: int, rng: torch.Generator) -> Evaluation:
+        """The estimate on n fresh samples of P and of Q."""
 
     @staticmethod
     @torch.no_grad()
@@ -295,71 +375,77 @@ class Fit(ABC):
 
 
 class VariationalBound(Fit):
-    """The f-GAN bound E_p[g_f(v)] - E_q[f*(g_f(v))], maximised."""
+    """The f-GAN bound E_p[T] - E_q[f*(T)], T = g_f(v) (objectives.fgan.FGAN), maximised."""
 
     def __init__(self, div: Divergence):
         self.div = div
+        self.fgan = FGAN(div)  # its terms(v) = (T, f*(T))
 
     def train_step(self, critic, x_p, x_q):
-        bound = (self.div.activation(critic(x_p)).mean()
-                 - self.div.f_star_of_activation(critic(x_q)).mean())
+        t_p, _ = self.fgan.terms(critic(x_p))
+        _, f_star_q = self.fgan.terms(critic(x_q))
+        bound = fenchel_bound(t_p, f_star_q)
         return -bound, bound
 
     def evaluate(self, critic, p, q, n, rng):
         """critic_error is E_q[(T - T*)²], or None with a note where T* or T is not finite."""
         (_, v_p), (x_q, v_q) = self.outputs(critic, p, n, rng), self.outputs(critic, q, n, rng)
-        div = self.div
-        bound = float(div.activation(v_p).mean() - div.f_star_of_activation(v_q).mean())
-        t, t_star = div.activation(v_q), optimal_critic(div, p, q, x_q)
+        t_p, _ = self.fgan.terms(v_p)
+        t_q, f_star_q = self.fgan.terms(v_q)
+        bound, error = float(fenchel_bound(t_p, f_star_q)), std_error(t_p, f_star_q)
+        t_star = optimal_critic(self.div, p, q, x_q)
         if not torch.isfinite(t_star).all():
             zero = " (p/q = 0 there: P and Q are mutually singular)" if singular(p, q) else ""
-            return bound, None, f"T* = f'(p/q) is infinite on samples of Q{zero}"
-        if not torch.isfinite(t).all():
-            return bound, None, "the learned T is not finite on some samples of Q"
-        return bound, float(((t - t_star) ** 2).mean()), ""
+            note = f"T* = f'(p/q) is infinite on samples of Q{zero}"
+            return Evaluation(bound, error, None, note)
+        if not torch.isfinite(t_q).all():
+            note = "the learned T is not finite on some samples of Q"
+            return Evaluation(bound, error, None, note)
+        return Evaluation(bound, error, float(((t_q - t_star) ** 2).mean()))
 
 
 class RatioFit(Fit):
-    """r = softplus(v) >= 0 fitted by least squares ½ E_q[r²] - E_p[r] (minimiser r = p/q);
-    the estimate is the plug-in E_q[f(r)], logged on each batch as estimate/plugin."""
+    """r = softplus(v), floored (objectives.ratio.ratio_from_output), fitted by least squares
+    ½ E_q[r²] - E_p[r] (minimiser r = p/q); the estimate is the plug-in E_q[f(r)], logged on
+    each batch as estimate/plugin."""
 
     tag = "estimate/plugin"
 
     def __init__(self, div: Divergence):
         self.div = div
 
-    @staticmethod
-    def ratio(v: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.softplus(v)
-
     def train_step(self, critic, x_p, x_q):
-        r_p, r_q = self.ratio(critic(x_p)), self.ratio(critic(x_q))
-        loss = 0.5 * r_q.pow(2).mean() - r_p.mean()  # ½ E_q[r²] - E_p[r]
-        return loss, self.div.f(r_q.detach().double()).mean()
+        r_p, r_q = ratio_from_output(critic(x_p)), ratio_from_output(critic(x_q))
+        return least_squares_ratio_loss(r_p, r_q), self.div.f(r_q.detach().double()).mean()
 
     def evaluate(self, critic, p, q, n, rng):
-        """critic_error is E_q[(r - p/q)²] (0 for parallel lines on one line, p/q = 0 apart)."""
+        """critic_error is E_q[(r - p/q)²] (0 for parallel lines on one line)."""
         x_q, v_q = self.outputs(critic, q, n, rng)
-        r = self.ratio(v_q)
-        value = float(self.div.f(r).mean())
-        return value, float(((r - density_ratio(p, q, x_q)) ** 2).mean()), ""
+        r = ratio_from_output(v_q)
+        plugin = self.div.f(r)  # [n]
+        return Evaluation(float(plugin.mean()), std_error(plugin),
+                          float(((r - density_ratio(p, q, x_q)) ** 2).mean()))
 
 
 class WassersteinDual(Fit):
-    """max_f E_p[f] - E_q[f] - λ E(||∇f(x̂)||₂ - 1)² on interpolates x̂ (Gulrajani et al. 2017)."""
+    """max_f E_p[f] - E_q[f] - λ E max(0, ||∇f(x̂)||₂ - 1)² on interpolates x̂: the one-sided
+    penalty (objectives.ipm.gradient_penalty), starting from f = 0."""
+
+    zero_start = True
 
     def __init__(self, gp_lambda: float):
         self.gp_lambda = gp_lambda
 
     def train_step(self, critic, x_p, x_q):
-        gap = critic(x_p).mean() - critic(x_q).mean()
-        x_hat = interpolate(x_p, x_q).requires_grad_(True)
-        penalty = self.gp_lambda * (gradient_norms(critic(x_hat), x_hat) - 1).pow(2).mean()
+        gap = wasserstein_gap(critic, x_p, x_q)  # E_p f - E_q f
+        # λ E max(0, ||∇f(x̂)|| - 1)²: only slopes above 1 cost anything
+        penalty = self.gp_lambda * gradient_penalty(critic, x_p, x_q, one_sided=True)
         return penalty - gap, gap
 
     def evaluate(self, critic, p, q, n, rng):
         (_, f_p), (_, f_q) = self.outputs(critic, p, n, rng), self.outputs(critic, q, n, rng)
-        return float(f_p.mean() - f_q.mean()), None, "no closed-form optimal critic"
+        return Evaluation(float(f_p.mean() - f_q.mean()), std_error(f_p, f_q), None,
+                          "no closed-form optimal critic")
 
 
 def make_fit(cfg: DictConfig, p, q) -> Fit:

@@ -6,6 +6,9 @@ P = data, Q = model; `jensen_shannon` is 2 JSD, `gan` is 2 JSD - log 4.
 
 `exact_value` picks the route: a closed form between diagonal Gaussians where one is known
 (total variation only in 1D), else quadrature in 1D, else Monte Carlo with the exact densities.
+Every function returns an `ExactValue`: the value, the route, and for Monte Carlo its standard
+error, which is infinite where the variance E_q[f(p/q)²] is (`monte_carlo_variance_finite`):
+such a Monte Carlo mean is a reference, not an exact value.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,6 +28,23 @@ from igm_cli.divergences import Divergence, get_divergence
 from igm_cli.errors import IgmError
 
 LOG_2PI = math.log(2 * math.pi)
+
+
+class ExactValue(NamedTuple):
+    """A value to hold an estimate against, and how it was obtained (``method``: closed_form,
+    quadrature, monte_carlo or optimal_transport). ``std_error`` is the Monte Carlo standard
+    error: None for closed forms, quadrature and the sample optimal transport (whose error is
+    not estimated), math.inf where the Monte Carlo variance is infinite."""
+
+    value: float
+    method: str
+    std_error: float | None = None
+
+    @property
+    def is_exact(self) -> bool:
+        """False for a Monte Carlo mean of infinite variance: it converges, but too slowly (and
+        erratically) to be called exact; a reference at most."""
+        return self.std_error is None or math.isfinite(self.std_error)
 
 
 def _vector(values, what: str) -> list[float]:
@@ -278,21 +299,73 @@ def _quadrature(div: Divergence, p: Distribution, q: Distribution,
     raise IgmError(f"quadrature for {div.name} did not converge")
 
 
-def _monte_carlo(div: Divergence, p: Distribution, q: Distribution, n: int, seed: int) -> float:
-    """E_q[f(exp(log p - log q))] over n samples of Q drawn with a fixed seed."""
+def _monte_carlo(div: Divergence, p: Distribution, q: Distribution, n: int,
+                 seed: int) -> tuple[float, float]:
+    """(mean, standard error) of f(exp(log p - log q)) over n samples of Q (fixed seed)."""
     x = q.sample(n, generator=torch.Generator().manual_seed(seed))
-    return float(div.f_of_log(p.log_prob(x) - q.log_prob(x)).mean())
+    values = div.f_of_log(p.log_prob(x) - q.log_prob(x))  # [n]
+    return float(values.mean()), float(values.std()) / math.sqrt(n)
+
+
+# E_q[f(p/q)²] < ∞ needs E_q[(p/q)^c] = ∫ p^c q^(1-c) dx < ∞ for each c listed: f(u)² grows like
+# u^c, up to a log factor, as u -> ∞ (c > 1) or as u -> 0 (c < 0). f(u)² below 1 + u (kl's
+# log² u at 0, reverse_kl's log² u, gan's) adds nothing: log(p/q) is at most quadratic in x.
+SQUARE_GROWTH = {
+    "kl": (2,),  # (u log u)²
+    "reverse_kl": (),  # log² u
+    "pearson": (4,),  # (u - 1)⁴
+    "neyman": (2, -2),  # (u - 2 + 1/u)²
+    "squared_hellinger": (2,),  # (√u - 1)⁴ ~ u²
+    "jeffrey": (2,),  # ((u - 1) log u)²: u² log² u at ∞, log² u at 0
+    "jensen_shannon": (2,),  # f(u) ~ u log 2 at ∞: bounded D_f, yet the variance needs ∫p²/q
+    "gan": (),  # f(u) ~ -log u - 1 at ∞, -> 0 at 0
+    "total_variation": (2,),  # |u - 1|²/4
+}
+
+
+def _power_integral_finite(p: Distribution, q: Distribution, c: float) -> bool:
+    """Whether ∫ p^c q^(1-c) dx < ∞ can be shown for mixtures of diagonal Gaussians.
+
+    Two Gaussians: the integrand is a Gaussian in each dimension iff c/s_p² + (1-c)/s_q² > 0
+    there, so the test is exact. Mixtures (the check is sufficient, not necessary): for c > 1,
+    (Σ_i w_i p_i)^c <= K^(c-1) Σ_i w_i^c p_i^c and q^(1-c) <= (v_j q_j)^(1-c) for any one
+    component j of Q, so some j must pass against every component i of P; for c < 0 the roles
+    swap (some i against every j). c in [0, 1]: ∫ p^c q^(1-c) <= 1 (Hölder)."""
+    if 0 <= c <= 1:
+        return True
+
+    def scales(d: Distribution) -> list[list[float]]:
+        weights, _, component_scales = d._params()
+        return [s for w, s in zip(weights, component_scales) if w > 0]
+
+    def pair_ok(s_p: list[float], s_q: list[float]) -> bool:
+        return all(c / a**2 + (1 - c) / b**2 > 0 for a, b in zip(s_p, s_q))
+
+    sp, sq = scales(p), scales(q)
+    if c > 1:
+        return any(all(pair_ok(i, j) for i in sp) for j in sq)
+    return any(all(pair_ok(i, j) for j in sq) for i in sp)
+
+
+def monte_carlo_variance_finite(name: str, p: Distribution, q: Distribution) -> bool:
+    """Whether Var_q f(p/q) = E_q[f(p/q)²] - D_f² is finite (shown by ``_power_integral_finite``
+    for each power c in ``SQUARE_GROWTH``). False means infinite for two Gaussians, and not
+    shown finite for mixtures. The Monte Carlo mean may still converge (Neyman between
+    N(0, 0.75²) and N(0, 1) is finite with infinite variance), but its standard error means
+    nothing and a run can sit far from the value."""
+    return all(_power_integral_finite(p, q, c) for c in SQUARE_GROWTH[name])
 
 
 def exact_value(name: str, p: Distribution, q: Distribution, *, method: str | None = None,
-                n_samples: int = 200_000, seed: int = 0) -> tuple[float, str]:
-    """D_f(P||Q) for the divergence `name` and the route used to get it.
+                n_samples: int = 200_000, seed: int = 0) -> ExactValue:
+    """D_f(P||Q) for the divergence `name`, the route used to get it, its standard error.
 
-    Returns (value, method) with method "closed_form" (diagonal Gaussians: kl, reverse_kl,
-    pearson, neyman, squared_hellinger, jeffrey; total_variation in 1D; math.inf when the
-    divergence is infinite), "quadrature" (1D) or "monte_carlo" (n_samples from Q, fixed seed).
-    `method` forces a route, e.g. to check a closed form. Quadrature and Monte Carlo cannot tell
-    an infinite divergence from a large one.
+    Routes: "closed_form" (diagonal Gaussians: kl, reverse_kl, pearson, neyman,
+    squared_hellinger, jeffrey; total_variation in 1D; math.inf when the divergence is
+    infinite), "quadrature" (1D) or "monte_carlo" (n_samples from Q, fixed seed; the standard
+    error is math.inf where ``monte_carlo_variance_finite`` is false). `method` forces a route,
+    e.g. to check a closed form. Quadrature and Monte Carlo cannot tell an infinite divergence
+    from a large one.
     """
     div = get_divergence(name)
     if p.dim != q.dim:
@@ -301,11 +374,13 @@ def exact_value(name: str, p: Distribution, q: Distribution, *, method: str | No
     method = method or ("closed_form" if closed is not None
                         else "quadrature" if p.dim == 1 else "monte_carlo")
     if method == "closed_form" and closed is not None:
-        return closed, method
+        return ExactValue(closed, method)
     if method == "quadrature" and p.dim == 1:
-        return _quadrature(div, p, q), method
+        return ExactValue(_quadrature(div, p, q), method)
     if method == "monte_carlo":
-        return _monte_carlo(div, p, q, n_samples, seed), method
+        value, std_error = _monte_carlo(div, p, q, n_samples, seed)
+        finite = monte_carlo_variance_finite(name, p, q)
+        return ExactValue(value, method, std_error if finite else math.inf)
     raise IgmError(f"method '{method}' is not available for {name} between these distributions")
 
 
@@ -320,15 +395,15 @@ def _cdf_1d(dist: Distribution, x: np.ndarray) -> np.ndarray:
     return (w * ndtr((x[:, None] - m[:, 0]) / s[:, 0])).sum(1)
 
 
-def wasserstein1(p, q, *, n_samples: int = W1_OT_SAMPLES, seed: int = 0) -> tuple[float, str]:
+def wasserstein1(p, q, *, n_samples: int = W1_OT_SAMPLES, seed: int = 0) -> ExactValue:
     """(W1(P, Q), method). Parallel lines: |θ_P - θ_Q| ("closed_form", every point moves
     straight across). 1D: ∫|F_P(x) - F_Q(x)| dx, the L1 distance between the CDFs, equal to
     ∫_0^1 |F_P⁻¹(u) - F_Q⁻¹(u)| du between the quantile functions ("quadrature", trapezoid on
     200,001 points over every component's ±12 sd). Otherwise the exact optimal transport
     between n_samples fresh points of each ("optimal_transport"; it overestimates W1 by the
-    sampling error, ~1e-2 in 2D at 4000 points)."""
+    sampling error, ~1e-2 in 2D at 4000 points, and varies by a few 1e-2 with the seed)."""
     if isinstance(p, ParallelLines) and isinstance(q, ParallelLines):
-        return abs(p.theta - q.theta), "closed_form"
+        return ExactValue(abs(p.theta - q.theta), "closed_form")
     if p.dim != q.dim:
         raise IgmError(f"P has dimension {p.dim} but Q has dimension {q.dim}")
     if p.dim == 1:
@@ -337,11 +412,11 @@ def wasserstein1(p, q, *, n_samples: int = W1_OT_SAMPLES, seed: int = 0) -> tupl
         lo = min(m - 12 * s for m, s in zip(centres, spreads))
         hi = max(m + 12 * s for m, s in zip(centres, spreads))
         x = np.linspace(lo, hi, 200_001)
-        return float(trapezoid(np.abs(_cdf_1d(p, x) - _cdf_1d(q, x)), x)), "quadrature"
+        return ExactValue(float(trapezoid(np.abs(_cdf_1d(p, x) - _cdf_1d(q, x)), x)), "quadrature")
     from igm_cli.metrics.distances import w1
 
     rng = torch.Generator().manual_seed(seed)
-    return w1(p.sample(n_samples, rng), q.sample(n_samples, rng)), "optimal_transport"
+    return ExactValue(w1(p.sample(n_samples, rng), q.sample(n_samples, rng)), "optimal_transport")
 
 
 def _uniform_pair_rbf(h: float) -> float:
@@ -351,23 +426,64 @@ def _uniform_pair_rbf(h: float) -> float:
                 - h * h * (1 - math.exp(-0.5 / (h * h))))
 
 
-def mmd2_rbf(p, q, bandwidths, *, n_samples: int = 20_000, seed: int = 0) -> tuple[float, str]:
+@torch.no_grad()
+def mmd2_u_statistic(x: Tensor, y: Tensor, bandwidths, block: int = 256) -> tuple[float, float]:
+    """(MMD²_u, standard error) for n points of each of P and Q under k = Σ_h exp(-||·||²/2h²).
+
+    The value is the unbiased U-statistic of ``metrics.distances.mmd`` (all cross pairs). The
+    standard error is Hoeffding's (1948) variance of a U-statistic of degree 2, with the points
+    paired as z_i = (x_i, y_i) and h(z_i, z_j) = k(x_i, x_j) + k(y_i, y_j) - k(x_i, y_j)
+    - k(x_j, y_i):  Var = [4(n - 2) ζ₁ + 2 ζ₂] / (n(n - 1)),  ζ₁ = Var E[h(z, Z') | z],
+    ζ₂ = Var h(Z, Z'). ζ₂ is the variance of the entries h_ij (i ≠ j); ζ₁ that of the row
+    means h̄_i less their own noise (ζ₂ - ζ₁)/(n - 1). ζ₁ carries the error when P ≠ Q; at
+    P = Q it vanishes and ζ₂ remains. Computed in float64, ``block`` rows at a time."""
+    xs, ys = x.detach().double().cpu(), y.detach().double().cpu()
+    n = len(xs)
+    if len(ys) != n or n < 3:
+        raise ValueError(f"mmd2_u_statistic needs n >= 3 points of each, got {len(xs)}, {len(ys)}")
+
+    def gram(a: Tensor, b: Tensor) -> Tensor:
+        sq = torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").pow_(2)
+        return sum(torch.exp(sq * (-0.5 / h**2)) for h in bandwidths)
+
+    sum_xx = sum_yy = sum_xy = sum_h = sum_h2 = 0.0
+    row_means = []
+    for start in range(0, n, block):
+        rows = slice(start, min(start + block, n))
+        kxx, kyy = gram(xs[rows], xs), gram(ys[rows], ys)  # k(x, x) = len(bandwidths) at j = i
+        kxy, kyx = gram(xs[rows], ys), gram(ys[rows], xs)  # k(x_i, y_j), k(y_i, x_j)
+        diagonal = len(bandwidths) * (rows.stop - start)
+        sum_xx += kxx.sum().item() - diagonal
+        sum_yy += kyy.sum().item() - diagonal
+        sum_xy += kxy.sum().item()
+        h = kxx.add_(kyy).sub_(kxy).sub_(kyx)  # h(z_i, z_j) [block, n]
+        h[torch.arange(rows.stop - start), torch.arange(start, rows.stop)] = 0  # no j = i term
+        row_means.append(h.sum(1) / (n - 1))
+        sum_h, sum_h2 = sum_h + h.sum().item(), sum_h2 + h.pow_(2).sum().item()
+    pairs = n * (n - 1)
+    value = (sum_xx + sum_yy) / pairs - 2 * sum_xy / n**2
+    zeta2 = max(sum_h2 / pairs - (sum_h / pairs) ** 2, 0.0)
+    zeta1 = max((float(torch.cat(row_means).var()) - zeta2 / (n - 1)) / (1 - 1 / (n - 1)), 0.0)
+    return value, math.sqrt((4 * (n - 2) * zeta1 + 2 * zeta2) / pairs)
+
+
+def mmd2_rbf(p, q, bandwidths, *, n_samples: int = 20_000, seed: int = 0) -> ExactValue:
     """(MMD²(P, Q), method) under k(x, y) = Σ_h exp(-||x - y||² / 2h²). Mixtures of diagonal
     Gaussians: closed form, E k between two mixtures being the weighted sum of the component
     pairs' ``rbf_expectation``. Parallel lines: closed form, MMD² = Σ_h 2 A_h (1 - e^(-Δθ²/2h²))
     with A_h = E k over the u coordinate (``_uniform_pair_rbf``). A line against a density:
-    the U-statistic on n_samples points of each ("monte_carlo")."""
+    the U-statistic on n_samples points of each ("monte_carlo", with its standard error)."""
     from igm_cli.kernels import rbf_expectation
 
     if isinstance(p, ParallelLines) and isinstance(q, ParallelLines):
         gap2 = (p.theta - q.theta) ** 2
-        return sum(2 * _uniform_pair_rbf(h) * (1 - math.exp(-gap2 / (2 * h * h)))
-                   for h in bandwidths), "closed_form"
+        return ExactValue(sum(2 * _uniform_pair_rbf(h) * (1 - math.exp(-gap2 / (2 * h * h)))
+                              for h in bandwidths), "closed_form")
     if isinstance(p, ParallelLines) or isinstance(q, ParallelLines):
-        from igm_cli.metrics.distances import mmd
-
         rng = torch.Generator().manual_seed(seed)
-        return mmd(p.sample(n_samples, rng), q.sample(n_samples, rng), bandwidths), "monte_carlo"
+        value, std_error = mmd2_u_statistic(p.sample(n_samples, rng), q.sample(n_samples, rng),
+                                            bandwidths)
+        return ExactValue(value, "monte_carlo", std_error)
     if p.dim != q.dim:
         raise IgmError(f"P has dimension {p.dim} but Q has dimension {q.dim}")
 
@@ -377,4 +493,4 @@ def mmd2_rbf(p, q, bandwidths, *, n_samples: int = 20_000, seed: int = 0) -> tup
                                              np.diag(np.square(sj)), bandwidths)
                    for wi, mi, si in zip(wa, ma, sa) for wj, mj, sj in zip(wb, mb, sb))
 
-    return cross(p, p) - 2 * cross(p, q) + cross(q, q), "closed_form"
+    return ExactValue(cross(p, p) - 2 * cross(p, q) + cross(q, q), "closed_form")

@@ -174,3 +174,19 @@ def test_jeffrey_conjugate_in_float32_at_the_ends():
     assert torch.isfinite(y).all() and torch.isfinite(grad).all()
     expected = np.exp(49.0)  # f*'(t) = 1/W(e^(1-t)) ≈ e^(t-1) for large t
     assert grad[2].item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_f_at_zero_is_its_limit(div, dtype):
+    """f(0) = lim_{u->0} f(u) (estimate.F_LIMITS), also through f_of_log(-inf), in both float
+    types: u = 0 is what a float32 softplus(v) gives for v below about -104. JS and GAN gave
+    nan (e^-inf · log σ(-inf) = 0 · -inf); their limits are log 2 and 0."""
+    from igm_cli.estimate import F_LIMITS
+
+    limit = F_LIMITS[div.name][0]  # math.inf for reverse KL, Neyman, Jeffrey
+    zero = torch.zeros(1, dtype=dtype)
+    assert div.f(zero).item() == pytest.approx(limit, rel=1e-6)
+    assert div.f_of_log(torch.full((1,), -math.inf, dtype=dtype)).item() == pytest.approx(
+        limit, rel=1e-6)
+    underflow = torch.nn.functional.softplus(torch.tensor([-200.0]))  # float32: exactly 0
+    assert div.f(underflow.to(dtype)).item() == pytest.approx(limit, rel=1e-6)

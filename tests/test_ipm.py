@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from igm_cli.cli import config_dir
+from igm_cli.divergences import get_divergence
 from igm_cli.errors import IgmError
 from igm_cli.exact import Gaussian
 from igm_cli.kernels import mmd2_biased, mmd2_unbiased, rational_quadratic_kernel, rbf_kernel
@@ -215,3 +216,17 @@ def test_toy_recipes_apply_by_data_kind():
         assert (points.model.lr, points.model.gp_lambda, points.model.n_critic) == (1e-3, 1.0, 5)
     assert mine.model.lr == 3e-4 and mine.model.gp_lambda == 1.0
     assert batch == 64 and paper.train.batch_size == 256  # a recipe may set train.* too
+
+
+def test_ratio_matching_gets_no_generator_gradient_from_total_variation():
+    """Why ratio_matching refuses TV: f*(f'(r)) = r f'(r) - f(r) = sign(r - 1)/2, so the
+    generator loss is constant in the generated points (the least-squares critic would train,
+    but nothing moves the model)."""
+    objective = RatioMatching("pearson")
+    objective.f = get_divergence("total_variation")  # what the constructor now refuses
+    nets = nets_with(critic=Fixed(lambda x: 2 * x[:, 0] - x[:, 1]))
+    z = FAKE.clone().requires_grad_(True)
+    objective.generator_loss(nets, REAL, z).backward()
+    assert z.grad.abs().max() < 1e-7  # zero up to rounding (r and e^(log r) differ in the last bit)
+    with pytest.raises(IgmError, match="model=fgan"):
+        RatioMatching("total_variation")

@@ -6,7 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from igm_cli.objectives.alpha_gan import AlphaGAN
+from igm_cli.objectives.fgan import FGAN
 from igm_cli.objectives.gan import MinimaxGAN, NonSaturatingGAN
+from igm_cli.objectives.ratio import RatioMatching
 
 
 def linear_nets(w=(1.0, -2.0)):
@@ -74,3 +77,21 @@ def test_phases_train_the_right_networks():
     phases = NonSaturatingGAN(n_critic=3).phases()
     assert [(p.name, p.trains, p.repeats) for p in phases] == [
         ("critic", ("critic",), 3), ("generator", ("generator",), 1)]
+
+
+def test_r1_leaves_the_callers_tensor_alone():
+    """Each critic loss with the R1 penalty takes the gradient at its own copy of the real
+    batch: the caller's tensor does not start requiring grad (it did, changed in place, in
+    gan, fgan, ratio_matching and alpha_gan), and the penalty is still γ/2 ||w||² = 5γ/2 for
+    v(x) = w·x (for ratio_matching, r = softplus(v): R1 is on v)."""
+    gamma = 0.4
+    nets = linear_nets()
+    nets["encoder"], nets["code_critic"] = nn.Identity(), nets["critic"]  # alpha_gan's extras
+    for make in (lambda g: NonSaturatingGAN(r1_gamma=g), lambda g: FGAN("kl", r1_gamma=g),
+                 lambda g: RatioMatching("pearson", r1_gamma=g),
+                 lambda g: AlphaGAN(r1_gamma=g)):
+        real = REAL.clone()
+        penalised = make(gamma).critic_loss(nets, real, FAKE)
+        assert not real.requires_grad, make(gamma)
+        plain = make(0.0).critic_loss(nets, real, FAKE)
+        assert (penalised - plain).item() == pytest.approx(gamma / 2 * 5, rel=1e-6)

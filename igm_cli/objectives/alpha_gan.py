@@ -83,7 +83,7 @@ class AlphaGAN(Objective):
     def critic_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
         with torch.no_grad():
             x_rec, x_gen = nets.generator(nets.encoder(real)), nets.generator(z)
-        real = real.requires_grad_(self.r1_gamma > 0)
+        real = real.detach().requires_grad_(self.r1_gamma > 0)  # the caller's tensor untouched
         d_real = nets.critic(real)
         loss = (F.softplus(-d_real).mean() + F.softplus(nets.critic(x_rec)).mean()
                 + F.softplus(nets.critic(x_gen)).mean())  # data 1, reconstructions/samples 0

@@ -25,6 +25,12 @@ GENERATOR_LOSSES = ("alternative", "saddle")
 LOG_RATIO_LIMIT = 30.0  # |log r| <= 30 keeps e^v and f(e^v) finite in float32
 
 
+def fenchel_bound(t_p: Tensor, f_star_q: Tensor) -> Tensor:
+    """f-GAN eq. 6 from T on samples of P and f*(T) on samples of Q (each [B]); `igm estimate`
+    maximises the same bound."""
+    return t_p.mean() - f_star_q.mean()  # E_p[T] - E_q[f*(T)] <= D_f(P||Q)
+
+
 class _FenchelDual(Objective, ABC):
     """Shared by both parametrisations: ``terms(v)`` gives (T, f*(T)) from the critic output."""
 
@@ -45,12 +51,11 @@ class _FenchelDual(Objective, ABC):
     def critic_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
         with torch.no_grad():
             fake = nets.generator(z)
-        real = real.requires_grad_(self.r1_gamma > 0)
+        real = real.detach().requires_grad_(self.r1_gamma > 0)  # the caller's tensor untouched
         v_real = nets.critic(real)
         t_real, _ = self.terms(v_real)
         _, f_star_fake = self.terms(nets.critic(fake))
-        bound = t_real.mean() - f_star_fake.mean()  # E_p[T] - E_q[f*(T)] <= D_f(P||Q)
-        loss = -bound
+        loss = -fenchel_bound(t_real, f_star_fake)  # -(E_p[T] - E_q[f*(T)])
         if self.r1_gamma > 0:
             loss = loss + r1_penalty(v_real, real, self.r1_gamma)
         return loss
@@ -76,6 +81,14 @@ class FGAN(_FenchelDual):
 
 @MODELS.register("fgan_ratio", "f-GAN, critic outputs a ratio r and T = f'(r) (parametrisation II)")
 class FGANRatio(_FenchelDual):
+    def __init__(self, divergence: str | Divergence = "jensen_shannon", **kwargs):
+        super().__init__(divergence, **kwargs)
+        if self.f.name == "total_variation":  # T = f'(r) and f*(T) are constant in v (almost
+            # everywhere): both losses have zero gradient, and nothing would train
+            raise IgmError("model fgan_ratio cannot train with divergence=total_variation: "
+                           "T = f'(r) = sign(r - 1)/2 is piecewise constant, so the critic and "
+                           "the generator get zero gradient; use model=fgan (T = tanh(v)/2)")
+
     def terms(self, v: Tensor) -> tuple[Tensor, Tensor]:
         log_r = v.clamp(-LOG_RATIO_LIMIT, LOG_RATIO_LIMIT)
         r = log_r.exp()

@@ -25,7 +25,7 @@ class NonSaturatingGAN(Objective):
     def critic_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
         with torch.no_grad():
             fake = nets.generator(z)
-        real = real.requires_grad_(self.r1_gamma > 0)
+        real = real.detach().requires_grad_(self.r1_gamma > 0)  # the caller's tensor untouched
         v_real, v_fake = nets.critic(real), nets.critic(fake)
         loss = F.softplus(-v_real).mean() + F.softplus(v_fake).mean()  # -E_p log D - E_q log(1-D)
         if self.r1_gamma > 0:

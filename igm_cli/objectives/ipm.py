@@ -4,6 +4,8 @@ d_F(P, Q) = sup_{f in F} E_p[f] - E_q[f]; with F the 1-Lipschitz functions this 
 (Kantorovich-Rubinstein). The critic f outputs a real number (no sigmoid) and climbs the bound;
 the generator descends it. The two papers differ only in how they keep f (roughly) Lipschitz:
 clipping every weight (WGAN) or penalising gradient norms away from 1 (WGAN-GP).
+`igm estimate divergence=wasserstein` trains its critic on the same gap and penalty
+(igm_cli/estimate.py), with the penalty one-sided.
 """
 
 from __future__ import annotations
@@ -21,13 +23,35 @@ def interpolate(real: Tensor, fake: Tensor) -> Tensor:
     return eps * real + (1 - eps) * fake
 
 
+def wasserstein_gap(critic: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+    """E_p f - E_q f: at most W1(P, Q) when f is 1-Lipschitz (Kantorovich-Rubinstein)."""
+    return critic(real).mean() - critic(fake).mean()
+
+
+def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor,
+                     one_sided: bool = False) -> Tensor:
+    """The soft Lipschitz constraint on interpolates x̂ (``interpolate``).
+
+    Two-sided (WGAN-GP, Gulrajani et al. 2017, eq. 3): E(||∇f(x̂)|| - 1)². It pushes every
+    slope towards norm 1, so slope 0 is a barrier: a critic that starts with the wrong sign
+    has to pay λ to turn round, and may stay the wrong way round (a negative W1 estimate).
+    One-sided (WGAN-LP, Petzka, Fischer, Lukovnikov 2018, "On the regularization of Wasserstein
+    GANs"): E max(0, ||∇f(x̂)|| - 1)², which only asks for ||∇f|| <= 1, all that the
+    Kantorovich-Rubinstein dual needs."""
+    x_hat = interpolate(real, fake).requires_grad_(True)
+    excess = gradient_norms(critic(x_hat), x_hat) - 1  # [B]
+    if one_sided:
+        return excess.clamp_min(0).pow(2).mean()  # E_x̂ max(0, ||∇f(x̂)||₂ - 1)²
+    return excess.pow(2).mean()  # E_x̂ (||∇f(x̂)||₂ - 1)²
+
+
 class _WassersteinCritic(Objective):
     """The critic and generator losses both WGANs share."""
 
     def critic_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
         with torch.no_grad():
             fake = nets.generator(z)
-        return nets.critic(fake).mean() - nets.critic(real).mean()  # -(E_p f - E_q f)
+        return -wasserstein_gap(nets.critic, real, fake)  # -(E_p f - E_q f)
 
     def generator_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
         return -nets.critic(nets.generator(z)).mean()  # min_θ E_p f - E_q f; E_p f is constant
@@ -77,7 +101,5 @@ class WGANGP(_WassersteinCritic):
     def critic_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
         with torch.no_grad():
             fake = nets.generator(z)
-        x_hat = interpolate(real, fake).requires_grad_(True)
-        norms = gradient_norms(nets.critic(x_hat), x_hat)  # [B]
-        penalty = self.gp_lambda * (norms - 1).pow(2).mean()  # λ E_x̂ (||∇f(x̂)||₂ - 1)²
-        return nets.critic(fake).mean() - nets.critic(real).mean() + penalty
+        penalty = self.gp_lambda * gradient_penalty(nets.critic, real, fake)  # λ E(||∇f(x̂)|| - 1)²
+        return -wasserstein_gap(nets.critic, real, fake) + penalty  # -(E_p f - E_q f) + penalty

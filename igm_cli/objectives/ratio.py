@@ -19,14 +19,26 @@ from igm_cli.registry import MODELS
 RATIO_FLOOR = 1e-6  # r >= 1e-6 keeps log r, and f(r) for f with a log, finite
 
 
+def ratio_from_output(v: Tensor) -> Tensor:
+    """The density ratio r = softplus(v) >= RATIO_FLOOR from the critic's raw output v (softplus
+    rather than exp: the least-squares fit is unbounded where q has no mass, and a linear tail
+    grows more gently; the floor also covers softplus underflowing to 0 in float32)."""
+    return F.softplus(v).clamp_min(RATIO_FLOOR)
+
+
+def least_squares_ratio_loss(r_p: Tensor, r_q: Tensor) -> Tensor:
+    """uLSIF's loss from r on samples of P and of Q (each [B]); `igm estimate method=ratio`
+    fits its ratio with the same loss."""
+    return 0.5 * r_q.pow(2).mean() - r_p.mean()  # ½ E_q[r²] - E_p[r], min at r = p/q
+
+
 # ----------------------------------------------------------------------------
 # Uehara, Sato, Suzuki, Nakayama, Matsuo 2016, "Generative Adversarial Nets from a Density Ratio
 # Estimation Perspective" (b-GAN), with the least-squares (uLSIF) ratio fit.
 
 @MODELS.register("ratio_matching", "b-GAN: least-squares density ratio r = p/q, then D_f through r")
 class RatioMatching(Objective):
-    """The critic outputs v(x) and r(x) = softplus(v(x)) >= 0 (softplus rather than exp: the
-    least-squares fit is unbounded where q has no mass, and a linear tail grows more gently).
+    """The critic outputs v(x) and r(x) = softplus(v(x)) >= 0 (``ratio_from_output``).
 
     Generator loss. We could not retrieve the b-GAN paper's full text offline (only its
     abstract), so we do not cite its equation; instead we use a loss whose gradient is exactly
@@ -44,20 +56,25 @@ class RatioMatching(Objective):
             self.f = get_divergence(divergence) if isinstance(divergence, str) else divergence
         except IgmError as exc:
             raise IgmError(f"model.divergence: {exc}") from None
+        if self.f.name == "total_variation":  # f*(f'(r)) is constant in r (almost everywhere)
+            raise IgmError("model ratio_matching cannot train with model.divergence="
+                           "total_variation: the generator loss -E_q[f*(f'(r))] = "
+                           "-E_q[sign(r - 1)/2] is piecewise constant, so the generator gets "
+                           "zero gradient; use model=fgan divergence=total_variation")
         self.n_critic = n_critic
         self.r1_gamma = r1_gamma  # zero-centred gradient penalty on real data; 0 = off
 
     def ratio(self, critic: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
         """(r(x), v(x)), each [B]: the estimated ratio p/q and the critic's raw output."""
         v = critic(x)
-        return F.softplus(v).clamp_min(RATIO_FLOOR), v
+        return ratio_from_output(v), v
 
     def critic_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
         fake = nets.generator(z).detach()
-        real = real.requires_grad_(self.r1_gamma > 0)
+        real = real.detach().requires_grad_(self.r1_gamma > 0)  # the caller's tensor untouched
         r_real, v_real = self.ratio(nets.critic, real)
         r_fake, _ = self.ratio(nets.critic, fake)
-        loss = 0.5 * r_fake.pow(2).mean() - r_real.mean()  # ½ E_q[r²] - E_p[r], min at r = p/q
+        loss = least_squares_ratio_loss(r_real, r_fake)  # ½ E_q[r²] - E_p[r], min at r = p/q
         if self.r1_gamma > 0:
             loss = loss + r1_penalty(v_real, real, self.r1_gamma)
         return loss
