@@ -40,15 +40,16 @@ class GeneratorEMA:
         self.norms = [m for m in self.module.modules()
                       if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.stale = bool(self.norms)
+        self.pairs = (list(self.module.parameters()),  # listed once: the update runs every step
+                      [p.detach() for p in generator.parameters()])
 
     def decay(self, t: int) -> float:
         return min(self.beta, (1 + t) / (10 + t))
 
     @torch.no_grad()
-    def update(self, generator: nn.Module, t: int) -> None:
+    def update(self, t: int) -> None:
         """Average in the generator's weights after update number t (t = 0, 1, ...)."""
-        ema_params = list(self.module.parameters())
-        params = [p.detach() for p in generator.parameters()]
+        ema_params, params = self.pairs
         torch._foreach_lerp_(ema_params, params, 1 - self.decay(t))  # ema += (1-d)(p - ema)
         self.stale = bool(self.norms)
 
@@ -117,7 +118,7 @@ class TrainState:
     def update_ema(self) -> None:
         """After the generator's update number ``self.step``."""
         if self.ema is not None:
-            self.ema.update(self.nets.generator, self.step)
+            self.ema.update(self.step)
 
     def set_lr(self, factor: float) -> None:
         for name, opt in self.optimizers.items():

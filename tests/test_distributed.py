@@ -50,7 +50,10 @@ def test_two_ranks_equal_one_process(tmp_path, model):
     assert summary["status"] == "completed" and summary["world_size"] == 2
     assert summary["batch_per_rank"] == 32 and summary["ranks_in_sync"] is True
     assert "2 processes x 32" in result.stdout
-    assert_close(final_weights(tmp_path / "one"), final_weights(tmp_path / "two"))
+    # float32 means over 32 + 32 rows vs 64 rows differ in the last bits, and 12 (WGAN-GP: 60)
+    # Adam steps amplify that; a rank drawing its own noise or ε would be off by 1e-3 and more
+    assert_close(final_weights(tmp_path / "one"), final_weights(tmp_path / "two"),
+                 rtol=1e-3, atol=2e-4)
 
 
 def test_torchrun_rank0_writes_and_resume_is_exact(tmp_path):

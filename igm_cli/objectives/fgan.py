@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from igm_cli.divergences import Divergence, get_divergence
 from igm_cli.errors import IgmError
-from igm_cli.objectives.base import Objective, r1_penalty
+from igm_cli.objectives.base import Objective, critic_outputs, r1_penalty
 from igm_cli.registry import MODELS
 
 GENERATOR_LOSSES = ("alternative", "saddle")
@@ -52,9 +52,9 @@ class _FenchelDual(Objective, ABC):
         with torch.no_grad():
             fake = nets.generator(z)
         real = real.detach().requires_grad_(self.r1_gamma > 0)  # the caller's tensor untouched
-        v_real = nets.critic(real)
+        v_real, v_fake = critic_outputs(nets.critic, real, fake)
         t_real, _ = self.terms(v_real)
-        _, f_star_fake = self.terms(nets.critic(fake))
+        _, f_star_fake = self.terms(v_fake)
         loss = -fenchel_bound(t_real, f_star_fake)  # -(E_p[T] - E_q[f*(T)])
         if self.r1_gamma > 0:
             loss = loss + r1_penalty(v_real, real, self.r1_gamma)

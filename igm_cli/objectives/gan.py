@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from igm_cli.objectives.base import Objective, r1_penalty
+from igm_cli.objectives.base import Objective, critic_outputs, r1_penalty
 from igm_cli.registry import MODELS
 
 # ----------------------------------------------------------------------------
@@ -26,7 +26,7 @@ class NonSaturatingGAN(Objective):
         with torch.no_grad():
             fake = nets.generator(z)
         real = real.detach().requires_grad_(self.r1_gamma > 0)  # the caller's tensor untouched
-        v_real, v_fake = nets.critic(real), nets.critic(fake)
+        v_real, v_fake = critic_outputs(nets.critic, real, fake)
         loss = F.softplus(-v_real).mean() + F.softplus(v_fake).mean()  # -E_p log D - E_q log(1-D)
         if self.r1_gamma > 0:
             loss = loss + r1_penalty(v_real, real, self.r1_gamma)

@@ -13,19 +13,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from igm_cli.objectives.base import Objective, Phase, gradient_norms
+from igm_cli.objectives.base import Objective, Phase, critic_outputs, gradient_norms
+from igm_cli.parallel import uniform_rows
 from igm_cli.registry import MODELS
 
 
 def interpolate(real: Tensor, fake: Tensor) -> Tensor:
-    """x̂ = εx + (1-ε)x̃ with one ε ~ U[0, 1] per sample (broadcast over the non-batch dims)."""
-    eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device)
+    """x̂ = εx + (1-ε)x̃ with one ε ~ U[0, 1] per sample (broadcast over the non-batch dims).
+    With several processes each gets the ε one process would draw for its rows."""
+    eps = uniform_rows(real.shape[0], real.device).view((-1,) + (1,) * (real.dim() - 1))
     return eps * real + (1 - eps) * fake
 
 
 def wasserstein_gap(critic: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
     """E_p f - E_q f: at most W1(P, Q) when f is 1-Lipschitz (Kantorovich-Rubinstein)."""
-    return critic(real).mean() - critic(fake).mean()
+    f_real, f_fake = critic_outputs(critic, real, fake)
+    return f_real.mean() - f_fake.mean()
 
 
 def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor,

@@ -8,12 +8,13 @@ through r. The divergence comes from the `divergence` config group (igm_cli/dive
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from igm_cli.divergences import Divergence, get_divergence
 from igm_cli.errors import IgmError
-from igm_cli.objectives.base import Objective, r1_penalty
+from igm_cli.objectives.base import Objective, critic_outputs, r1_penalty
 from igm_cli.registry import MODELS
 
 RATIO_FLOOR = 1e-6  # r >= 1e-6 keeps log r, and f(r) for f with a log, finite
@@ -70,10 +71,11 @@ class RatioMatching(Objective):
         return ratio_from_output(v), v
 
     def critic_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
-        fake = nets.generator(z).detach()
+        with torch.no_grad():
+            fake = nets.generator(z)
         real = real.detach().requires_grad_(self.r1_gamma > 0)  # the caller's tensor untouched
-        r_real, v_real = self.ratio(nets.critic, real)
-        r_fake, _ = self.ratio(nets.critic, fake)
+        v_real, v_fake = critic_outputs(nets.critic, real, fake)
+        r_real, r_fake = ratio_from_output(v_real), ratio_from_output(v_fake)
         loss = least_squares_ratio_loss(r_real, r_fake)  # ½ E_q[r²] - E_p[r], min at r = p/q
         if self.r1_gamma > 0:
             loss = loss + r1_penalty(v_real, real, self.r1_gamma)
