@@ -187,7 +187,15 @@ def test_bad_input_is_an_igm_error(build, message):
 
 
 def test_weights_within_tolerance_are_accepted():
-    GaussianMixture([0.5, 0.5 + 5e-7], [0.0, 1.0], [1.0, 1.0])
+    """Weights that sum to 1 up to 1e-6 (round-off in a config) are taken as given; further
+    off is refused."""
+    mixture = GaussianMixture([0.5, 0.5 + 5e-7], [0.0, 1.0], [1.0, 1.0])
+    assert mixture.weights == [0.5, 0.5 + 5e-7]
+    x = torch.linspace(-12, 13, 20001, dtype=torch.float64)[:, None]
+    mass = torch.trapezoid(mixture.log_prob(x).exp(), x[:, 0]).item()
+    assert mass == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(IgmError, match="sum to"):
+        GaussianMixture([0.5, 0.5 + 1e-5], [0.0, 1.0], [1.0, 1.0])
 
 
 # ----------------------------------------------------------------------------

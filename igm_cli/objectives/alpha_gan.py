@@ -102,11 +102,10 @@ class AlphaGAN(Objective):
     @torch.no_grad()
     def _in_eval_mode(self, nets: nn.ModuleDict, fn, x: Tensor) -> Tensor:
         """fn(chunk) over chunks of x with the networks in eval mode (batch norm statistics)."""
-        training = nets.training
-        nets.eval()
-        out = torch.cat([fn(chunk) for chunk in x.split(1000)])
-        nets.train(training)
-        return out
+        from igm_cli.generate import eval_mode
+
+        with eval_mode(nets):
+            return torch.cat([fn(chunk) for chunk in x.split(1000)])
 
     def encode(self, nets: nn.ModuleDict, x: Tensor) -> Tensor:
         return self._in_eval_mode(nets, nets.encoder, x)
