@@ -42,18 +42,20 @@ def metric_names(cfg: DictConfig, objective, is_image: bool, has_modes: bool) ->
     return names + list(getattr(objective, "extra_metrics_names", ()))
 
 
-def default_sweep_metric(cfg: DictConfig, is_image: bool) -> str:
+def default_sweep_metric(cfg: DictConfig, is_image: bool) -> str | None:
     """w1 for points; for images fid when it is computed, else the first value of the first
-    of eval.metrics."""
+    of eval.metrics, and None when no image metric is asked for (a sweeper then gets NaN)."""
     if not is_image:
         return "w1"
     chosen = list(cfg.eval.get("metrics") or [])
-    if "fid" in chosen or not chosen:
+    if not chosen:
+        return None
+    if "fid" in chosen:
         return "fid"
     return next(iter(METRICS.info(chosen[0])["better"]))
 
 
-def sweep_metric(cfg: DictConfig, is_image: bool) -> str:
+def sweep_metric(cfg: DictConfig, is_image: bool) -> str | None:
     name = cfg.eval.get("sweep_metric", "auto")
     return default_sweep_metric(cfg, is_image) if name == "auto" else name
 
@@ -71,7 +73,7 @@ def check_metric_keys(cfg: DictConfig, objective, is_image: bool, has_modes: boo
     names = metric_names(cfg, objective, is_image, has_modes)
     kind = "images" if is_image else "points"
     chosen = sweep_metric(cfg, is_image)
-    if chosen not in names:
+    if chosen is not None and chosen not in names:
         raise IgmError(f"eval.sweep_metric '{chosen}' is not reported for {kind} "
                        f"(dataset {cfg.dataset.name}, model {cfg.model.name}); choose from: "
                        f"{', '.join(names)}")

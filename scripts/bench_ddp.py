@@ -17,21 +17,17 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def igm() -> list[str]:
-    script = Path(sys.executable).with_name("igm")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "igm_cli"]
+from igm_command import igm_command  # scripts/igm_command.py
 
 
 def run(arch: str, ranks: int, steps: int, device: str, batch: int, timeout: float) -> float:
     """Wall seconds of one whole `igm train` process tree."""
     with tempfile.TemporaryDirectory() as folder:
-        command = [*igm(), "train", "model=gan", f"arch={arch}", "dataset=fake",
+        command = [*igm_command(), "train", "model=gan", f"arch={arch}", "dataset=fake",
                    "dataset.size=512", "dataset.heldout=64", f"train.batch_size={batch}",
                    f"train.steps={steps}", f"train.devices={ranks}", f"device={device}",
                    "train.threads=1", "eval.every=1000000", "eval.metrics=[]", "eval.grid=4",

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from igm_command import igm_command  # scripts/igm_command.py
 
 CONFIGS = {  # name: overrides
     "off": ["train.amp=off", "train.compile=false", "train.channels_last=false"],
@@ -44,13 +45,6 @@ def steady_rate(run_dir: Path) -> float:
     return events.Scalars("perf/steps_per_sec")[-1].value
 
 
-def igm_command() -> list[str]:
-    """The installed `igm` of this interpreter (else the one on PATH, else `python -m`)."""
-    beside = Path(sys.executable).with_name("igm")
-    if beside.exists():
-        return [str(beside)]
-    on_path = shutil.which("igm")
-    return [on_path] if on_path else [sys.executable, "-m", "igm_cli"]
 
 
 def last_error(stderr: str) -> str:

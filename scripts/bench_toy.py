@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from igm_command import igm_command  # scripts/igm_command.py
 
 HERE = Path(__file__).resolve().parent
 REFERENCE = HERE / "reference"
@@ -97,13 +98,6 @@ CAPTION_DCGAN = (
     "ToTensor per image); the example prints its losses with .item() every step.")
 
 
-def igm_command() -> list[str]:
-    """The installed `igm` of this interpreter (else the one on PATH, else `python -m`)."""
-    beside = Path(sys.executable).with_name("igm")
-    if beside.exists():
-        return [str(beside)]
-    on_path = shutil.which("igm")
-    return [on_path] if on_path else [sys.executable, "-m", "igm_cli"]
 
 
 def igm_args(row: Row, steps: int, device: str, threads: int, dcgan_batch: int) -> list[str]:

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from igm_command import igm_command  # scripts/igm_command.py
+
 ROOT = Path(__file__).resolve().parent.parent
 SKIP_CUDA = "skipped: no CUDA"
 
@@ -41,12 +43,6 @@ TIMEOUTS_CPU = {"pytest": 60, "images_dcgan": 120, "images_resnet": 120, "matche
 TARGETS = {"wgan_gp": 1.5, "dcgan_fast": 1.5}  # igm / reference on the GPU
 
 
-def igm_command() -> list[str]:
-    beside = Path(sys.executable).with_name("igm")
-    if beside.exists():
-        return [str(beside)]
-    on_path = shutil.which("igm")
-    return [on_path] if on_path else [sys.executable, "-m", "igm_cli"]
 
 
 def run(cmd: list[str], timeout: float, log: Path) -> tuple[int | None, str, float]:

@@ -57,3 +57,12 @@ class Fixed(nn.Module):
 
     def forward(self, x):
         return self.fn(x)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tests run tiny networks: one CPU thread is fastest, and keeps parallel jobs apart."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

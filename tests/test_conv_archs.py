@@ -23,15 +23,6 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "arch"
 LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These nets are tiny: one intra-op thread is faster than several on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make(name: str, **keys):
     return ARCHS.get(name)(**{**SMALL, **keys})
 

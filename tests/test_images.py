@@ -24,14 +24,6 @@ TINY = ["arch.channels=8", "arch.z_dim=16", "arch.features=8", "arch.code_hidden
 SMALL_FAKE = ["dataset.size=32", "dataset.heldout=8"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run(tmp_path, overrides):
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose("train", overrides=list(overrides))

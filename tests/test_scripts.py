@@ -20,19 +20,15 @@ SCRIPTS = ROOT / "scripts"
 
 
 def load(path: Path):
+    """A script as a module; its folder on sys.path, as when it runs (scripts import
+    igm_command.py beside them)."""
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while it runs
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def table_rows(markdown: str) -> list[list[str]]:

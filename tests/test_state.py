@@ -15,14 +15,6 @@ from igm_cli.state import GeneratorEMA, TrainState
 from igm_cli.trainer import train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def compose_train(overrides):
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         return compose("train", overrides=[*FAST, "eval.plot=false", "device=cpu", *overrides])

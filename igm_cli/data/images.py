@@ -229,16 +229,17 @@ def _want_tensor(on_device) -> bool:
     return value != "false"
 
 
-@DATASETS.register("digits", "scikit-learn's 8x8 digits upscaled (1797 images, ships offline)")
-def digits(resolution: int = 32, heldout: int = 297, on_device="auto", device="cpu"):
-    """scikit-learn's handwritten digits (values 0-16 on 8x8), scaled to 0-255 and upscaled.
-    A fixed permutation (seed 0) keeps the last ``heldout`` images aside, with their labels."""
-    resolution = check_resolution(resolution)
-    on_device = _want_tensor(on_device)
+def digits_split(resolution: int = 8, heldout: int = 297, name: str = "digits"
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """scikit-learn's handwritten digits (values 0-16 on 8x8), scaled to uint8 0-255 (rounded)
+    and upscaled to ``resolution`` (bilinear; 8 is the native size); a fixed permutation (seed
+    0) keeps the last ``heldout`` aside. Returns (train images [N, 1, r, r] uint8, their
+    labels, held-out images, their labels). ``name`` is the data set asking (for the error
+    when scikit-learn is missing)."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise IgmError("dataset=digits needs scikit-learn: pip install 'igm[digits]' "
+        raise IgmError(f"dataset={name} needs scikit-learn: pip install 'igm[digits]' "
                        "(or pip install scikit-learn)") from None
     data = load_digits()
     images = torch.as_tensor(data.images, dtype=torch.float32)[:, None] * (255.0 / 16.0)
@@ -247,7 +248,16 @@ def digits(resolution: int = 32, heldout: int = 297, on_device="auto", device="c
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
     images, labels = images[order], labels[order]
     k = len(images) - heldout
-    return TensorImages(images[:k], images[k:], device, labels[:k], labels[k:], on_device)
+    return images[:k], labels[:k], images[k:], labels[k:]
+
+
+@DATASETS.register("digits", "scikit-learn's 8x8 digits upscaled (1797 images, ships offline)")
+def digits(resolution: int = 32, heldout: int = 297, on_device="auto", device="cpu"):
+    """scikit-learn's handwritten digits (``digits_split``), with their labels."""
+    resolution = check_resolution(resolution)
+    on_device = _want_tensor(on_device)
+    train, train_labels, test, test_labels = digits_split(resolution, heldout)
+    return TensorImages(train, test, device, train_labels, test_labels, on_device)
 
 
 @DATASETS.register("fake", "torchvision FakeData: random images, for smoke tests and speed")

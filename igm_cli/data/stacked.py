@@ -11,14 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from igm_cli.data.images import (
-    RESOLUTIONS_OF,
-    ImageData,
-    check_resolution,
-    resize_uint8,
-    to_unit_range,
-)
-from igm_cli.errors import IgmError
+from igm_cli.data import images
+from igm_cli.data.images import RESOLUTIONS_OF, ImageData, check_resolution, to_unit_range
 from igm_cli.registry import DATASETS
 
 RESOLUTIONS = RESOLUTIONS_OF["stacked_digits"]  # 8 (native) and 32
@@ -28,24 +22,9 @@ REFERENCE_SEED, HELDOUT_SEED = 1, 2
 
 
 def digits_split(resolution: int = 8) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """scikit-learn's digits as dataset=digits splits them: values 0-16 scaled to uint8 0-255
-    (rounded), a fixed permutation (seed 0), the last 297 held out. Returns (train images
-    [1500, 1, r, r] uint8, train labels [1500], held-out images [297, 1, r, r], held-out
-    labels [297]); r = 8 is the native size, other sizes are upscaled as dataset=digits does
-    (bilinear)."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise IgmError("dataset=stacked_digits needs scikit-learn: pip install 'igm[digits]' "
-                       "(or pip install scikit-learn)") from None
-    data = load_digits()
-    images = torch.as_tensor(data.images, dtype=torch.float32)[:, None] * (255.0 / 16.0)
-    images = resize_uint8(images.round().to(torch.uint8), resolution)
-    labels = torch.as_tensor(data.target)
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
-    images, labels = images[order], labels[order]
-    k = len(images) - HELDOUT
-    return images[:k], labels[:k], images[k:], labels[k:]
+    """The digits as dataset=digits splits them (the last 297 of a fixed permutation held out):
+    train images [1500, 1, r, r] uint8, their labels, held-out images [297, ...], labels."""
+    return images.digits_split(resolution, HELDOUT, name="stacked_digits")
 
 
 def fixed_triples(n: int, pool: int, seed: int) -> Tensor:
