@@ -280,7 +280,10 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
         parallel.destroy_process_group()
     summary.setdefault("exit_code", EXIT["completed"])
     summary.setdefault("wall_seconds", round(time.time() - started, 3))
-    summary.setdefault("run_dir", str(run_dir))
+    for key, value in (("metrics", {}), ("model", OmegaConf.select(cfg, "model.name")),
+                       ("dataset", OmegaConf.select(cfg, "dataset.name")),
+                       ("seed", OmegaConf.select(cfg, "seed")), ("run_dir", str(run_dir))):
+        summary.setdefault(key, value)  # a run that failed early still says what it was
     if summary["status"] == "failed":  # the command prints it as its error line
         if log is not None:
             log.message(f"igm: error: {summary['message']}", console=False)

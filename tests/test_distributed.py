@@ -126,3 +126,11 @@ def test_refusals_with_several_processes(tmp_path):
     assert not (tmp_path / "outputs").exists()
     result = run_igm(["train", "train.sync_batchnorm=true", "device=cpu"], tmp_path)
     assert result.returncode == 2 and "CUDA" in result.stderr
+
+
+def test_a_nonfinite_loss_on_the_ranks_stops_them_all(tmp_path):
+    result = run_igm(["train", "train.steps=40", *COMMON, "model.lr=1e30", "train.devices=2",
+                      "hydra.run.dir=run"], tmp_path)
+    assert result.returncode == 3, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["world_size"] == 2
