@@ -66,3 +66,15 @@ def test_version_and_help(igm):
     for group in ("model", "dataset", "arch"):
         assert f"\n  {group}=  " in helptext
     assert "gan_minimax" in helptext and "ring8" in helptext
+
+
+@pytest.mark.parametrize("dataset", ["ring8", "grid25", "npy", "digits", "stacked_digits"])
+def test_every_model_composes_with_its_recipes(dataset):
+    """Every model with every kind of data: the recipes that apply compose (a recipe file with
+    a key twice, say, fails here and not in the middle of a sweep)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        for model in registries()["model"].names():
+            cfg = compose("train", overrides=[f"model={model}", f"dataset={dataset}"])
+            assert cfg.model.name == model and cfg.dataset.name == dataset
