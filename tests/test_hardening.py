@@ -381,3 +381,25 @@ def test_preemption_saves_then_requeues_and_the_requeued_job_continues(tmp_path,
     a = torch.load(tmp_path / "job/checkpoints/last.pt", weights_only=True)["nets"]
     b = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=True)["nets"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("path", ["/tmp/a b", "/tmp/rün,[x]", "/tmp/it's", "/tmp/end\\",
+                                  "/tmp/a=b", "/tmp/back\\slash", "/tmp/q\\'x"])
+def test_quoted_paths_reach_hydra_unchanged(path):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from igm_cli.rundir import quote
+
+    parsed = OverridesParser.create().parse_overrides([f"dataset.path={quote(path)}"])[0]
+    assert parsed.value() == path
+
+
+def test_ranks_from_torchrun_and_slurm_variables():
+    from igm_cli.parallel import Ranks, ranks_from_env
+
+    assert ranks_from_env({}) == Ranks(0, 1, 0)
+    assert ranks_from_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == Ranks(3, 4, 1)
+    slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1"}
+    assert ranks_from_env(slurm) == Ranks(0, 1, 0)  # no MASTER_ADDR: not a process group
+    assert ranks_from_env({**slurm, "MASTER_ADDR": "node1"}) == Ranks(5, 8, 1)
+    assert Ranks(1, 2, 1).rows(64) == slice(32, 64) and Ranks().main
