@@ -403,3 +403,23 @@ def test_ranks_from_torchrun_and_slurm_variables():
     assert ranks_from_env(slurm) == Ranks(0, 1, 0)  # no MASTER_ADDR: not a process group
     assert ranks_from_env({**slurm, "MASTER_ADDR": "node1"}) == Ranks(5, 8, 1)
     assert Ranks(1, 2, 1).rows(64) == slice(32, 64) and Ranks().main
+
+
+def test_an_unexpected_error_is_one_line_and_a_failed_summary(tmp_path, monkeypatch, capsys):
+    """Any exception inside a run: status failed with the message, exit code 1, the traceback
+    in train.log, one line on the console."""
+    import igm_cli.trainer as trainer
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something inside the loop broke\nsecond line")
+
+    monkeypatch.setattr(trainer, "train_step", broken)
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["train", "train.steps=5", "eval.every=5", "eval.plot=false", *FAST,
+                     "device=cpu", "hydra.run.dir=run"])
+    err = capsys.readouterr().err
+    assert_one_line_error(err, code, "RuntimeError: something inside the loop broke",
+                          "train.log", expected_code=1)
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    assert summary["status"] == "failed" and summary["exit_code"] == 1
+    assert "Traceback" in (tmp_path / "run/train.log").read_text()
