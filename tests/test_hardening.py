@@ -423,3 +423,8 @@ def test_an_unexpected_error_is_one_line_and_a_failed_summary(tmp_path, monkeypa
     summary = json.loads((tmp_path / "run/summary.json").read_text())
     assert summary["status"] == "failed" and summary["exit_code"] == 1
     assert "Traceback" in (tmp_path / "run/train.log").read_text()
+
+
+def test_a_weights_path_is_not_replayed_from_a_checkpoint():
+    assert cli.replayable(["model.lr=0.001", "eval.weights=/evil.pth", "seed=3"]) == [
+        "model.lr=0.001", "seed=3"]
