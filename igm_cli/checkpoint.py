@@ -7,6 +7,7 @@ RNG states are uint8 tensors).
 
 from __future__ import annotations
 
+import copy
 import errno
 import io
 import os
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
+from igm_cli import __version__, parallel
 from igm_cli.errors import IgmError
 
 FORMAT = 1  # bump when the layout changes
@@ -84,3 +87,61 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", which: str = "l
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or "config" not in payload:
         raise IgmError(f"'{file}' is not an igm checkpoint (format {FORMAT})")
     return payload
+
+
+class Checkpoints:
+    """checkpoints/last.pt (every ``ckpt.every`` steps, at the end and when stopped),
+    step_NNNNNNN.pt (every ``ckpt.keep_every`` steps) and best.pt (``ckpt.keep_best``), written
+    atomically by rank 0 with signals held back (``stopper.critical()``)."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, overrides: list[str], parts, stopper):
+        self.folder = run_dir / "checkpoints"
+        self.last = self.folder / "last.pt"
+        self.parts, self.stopper = parts, stopper
+        self.header = {"format": FORMAT, "igm_version": __version__,
+                       "config": OmegaConf.to_container(cfg, resolve=True),
+                       "overrides": [o for o in overrides if not o.startswith("resume=")],
+                       "data_shape": list(parts.dataset.shape)}
+        from igm_cli.metrics import parse_keep_best
+
+        self.keep_best = parse_keep_best(cfg.ckpt.get("keep_best"))
+        self.best_value: float | None = None
+        self.best_step: int | None = None
+
+    def payload(self) -> dict:
+        return {**self.header, **self.parts.state.state_dict()}
+
+    def save(self, keep_step: bool) -> None:
+        if not parallel.RANKS.main:
+            return
+        payload = self.payload()
+        with self.stopper.critical():
+            save_atomic(payload, self.last)
+            if keep_step:
+                save_atomic(payload, self.folder / f"step_{self.parts.state.step:07d}.pt")
+
+    def snapshot(self) -> dict | None:
+        """A copy of the checkpoint as it is now, kept for best.pt until the evaluation of this
+        step is known (None when no best checkpoint is kept)."""
+        if self.keep_best is None or not parallel.RANKS.main:
+            return None
+        return copy.deepcopy(self.payload())
+
+    def consider_best(self, metrics: dict[str, float], step: int, payload: dict | None) -> bool:
+        """Save ``payload`` (the checkpoint at ``step``) as best.pt when the chosen metric
+        improved; True when it did."""
+        if payload is None:
+            return False
+        name, direction = self.keep_best
+        value = metrics.get(name)
+        if value is None or value != value:  # missing or NaN
+            return False
+        improved = (self.best_value is None or (value < self.best_value if direction == "min"
+                                                else value > self.best_value))
+        if improved:
+            self.best_value, self.best_step = value, step
+            payload = {**payload, "best": {"metric": name, "value": value,
+                                           "direction": direction}}
+            with self.stopper.critical():
+                save_atomic(payload, self.folder / "best.pt")
+        return improved

@@ -11,7 +11,6 @@ the samples, the encoder of Alpha-GAN), so the trainer does not. ``evaluate_run`
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -21,7 +20,7 @@ from torch import nn
 
 from igm_cli.errors import IgmError
 from igm_cli.generate import EVAL_SEED, eval_mode, fixed_noise, generate, heldout_points, image_grid
-from igm_cli.metrics import METRICS, better, families
+from igm_cli.metrics import METRICS, better, families, headline
 
 
 @dataclass
@@ -60,14 +59,6 @@ def sweep_metric(cfg: DictConfig, is_image: bool) -> str | None:
     return default_sweep_metric(cfg, is_image) if name == "auto" else name
 
 
-def parse_keep_best(setting: str | None) -> tuple[str, str] | None:
-    """``ckpt.keep_best``: METRIC (its registered direction) or max:METRIC / min:METRIC."""
-    if not setting:
-        return None
-    direction, _, name = str(setting).rpartition(":")
-    return name, direction or better(name)
-
-
 def check_metric_keys(cfg: DictConfig, objective, is_image: bool, has_modes: bool) -> None:
     """``eval.sweep_metric`` and ``ckpt.keep_best`` name metrics this run reports."""
     names = metric_names(cfg, objective, is_image, has_modes)
@@ -89,22 +80,6 @@ def check_metric_keys(cfg: DictConfig, objective, is_image: bool, has_modes: boo
         if not (direction or better(name)):
             raise IgmError(f"ckpt.keep_best '{name}' has no better direction; say "
                            f"min:{name} or max:{name}")
-
-
-def headline(metrics: dict[str, float], modes_total: int | None = None) -> str:
-    """A short line of the main metrics, with the scale of mode counts: "modes 8/8, hq 0.83,
-    w1 0.14"."""
-    parts = []
-    for name, value in metrics.items():
-        if len(parts) == 3:
-            break
-        if name.endswith("_std") or not math.isfinite(value):
-            continue
-        if name == "modes" and modes_total:
-            parts.append(f"modes {int(value)}/{modes_total}")
-        elif name not in ("kl_modes", "mmd"):
-            parts.append(f"{name} {value:.3g}")
-    return ", ".join(parts)
 
 
 class Evaluator:

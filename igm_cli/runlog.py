@@ -187,3 +187,79 @@ def git_commit(folder: Path) -> str | None:
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+# ---------------------------------------------------------------------------- the run's voice
+
+def announce(log: RunLog, cfg, device, parameters: str, run_dir: Path, start_step: int) -> None:
+    """The start of a run: where it writes, what it trains, and its config in TensorBoard."""
+    import platform
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from igm_cli import __version__
+    from igm_cli.parallel import RANKS as ranks
+
+    what = (f"{cfg.model.name} on {cfg.dataset.name}, seed {cfg.seed}, {device}, "
+            f"{cfg.train.steps} steps of batch {cfg.train.batch_size}")
+    if ranks.distributed:
+        what += f" ({ranks.world_size} processes x {cfg.train.batch_size // ranks.world_size})"
+    log.message(f"igm: run folder {run_dir}")
+    log.message(f"igm: training {what}; {parameters} parameters")
+    if start_step:
+        log.message(f"igm: resumed from step {start_step}")
+    recipe_steps = cfg.train.get("recipe_steps")
+    if recipe_steps and cfg.train.steps < recipe_steps:
+        log.message(f"igm: warning: train.steps={cfg.train.steps} is shorter than the "
+                    f"{recipe_steps} steps this recipe was tuned for (the learning rate decays "
+                    f"to 0 at train.steps): expect fewer modes and lower quality")
+    versions = {"igm": __version__, "torch": torch.__version__,
+                "python": platform.python_version(), "igm source": git_commit(Path(__file__)
+                                                                               .parent),
+                "working folder": git_commit(Path.cwd())}
+    log.text("config", "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "```")
+    log.text("versions", "\n".join(f"- {k}: {v}" for k, v in versions.items() if v))
+
+
+def hparams_of(cfg, overrides: list[str]) -> dict:
+    """The run's hyperparameters for TensorBoard's HPARAMS tab: model, data, arch, seed, and
+    every key set on the command line (what a sweep varies)."""
+    from omegaconf import OmegaConf
+
+    values = {"model": cfg.model.name, "dataset": cfg.dataset.name, "arch": cfg.arch.name,
+              "seed": cfg.seed}
+    for override in overrides:
+        key = override.partition("=")[0].lstrip("+~")
+        if key.startswith("hydra") or key == "resume":
+            continue
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not OmegaConf.is_config(value):
+            values[key] = value
+        elif OmegaConf.is_config(value) and "name" in value:  # a group choice: model=wgan
+            values[key] = value.name
+    return values
+
+
+def finish(log: RunLog, summary: dict, modes_total: int | None, run_dir: Path) -> None:
+    """The summary block: status, steps, time, final metrics with their scale and direction,
+    the run folder, and how to look at it."""
+    from igm_cli.metrics import better, headline
+
+    rate = summary["steps_per_second"]
+    log.message(f"igm: {summary['status']} at step {summary['steps']} in "
+                f"{summary['wall_seconds']:.1f} s ({rate:.1f} steps/s)")
+    metrics = summary["metrics"]
+    if metrics:
+        total = modes_total
+        shown = []
+        for name, value in metrics.items():
+            direction = better(name)
+            text = f"{int(value)}/{total}" if name == "modes" and total else f"{value:.4g}"
+            arrow = {"min": " (lower is better)", "max": " (higher is better)"}.get(direction, "")
+            shown.append(f"{name} {text}{arrow}")
+        log.message("  final metrics: " + "; ".join(shown))
+        log.message(f"  in short: {headline(metrics, total)}")
+    log.message(f"  run folder: {run_dir}")
+    log.message(f"  tensorboard --logdir {run_dir}")
+    log.message(f"  igm sample run={run_dir} n=1000 out=samples.png")

@@ -26,14 +26,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from igm_cli import __version__, parallel, rundir
+from igm_cli import parallel, rundir
 from igm_cli.build import Parts, build, check_config, describe_params, lr_factor
-from igm_cli.checkpoint import FORMAT, DiskFull, load_checkpoint, save_atomic
+from igm_cli.checkpoint import Checkpoints, DiskFull, load_checkpoint
 from igm_cli.errors import IgmError
-from igm_cli.evaluate import Evaluator, headline, parse_keep_best
-from igm_cli.metrics import better
+from igm_cli.evaluate import Evaluator
 from igm_cli.objectives import Phase
-from igm_cli.runlog import RunLog, StepTimer, git_commit, write_json_atomic
+from igm_cli.runlog import RunLog, StepTimer, announce, finish, hparams_of, write_json_atomic
 
 EXIT = {"completed": 0, "failed": 1, "input": 2, "diverged": 3, "SIGINT": 130, "SIGTERM": 143}
 
@@ -178,65 +177,6 @@ def first_nonfinite(pending: list[list[torch.Tensor]], first_step: int, names):
     return first_step + index, named
 
 
-# ---------------------------------------------------------------------------- checkpoints
-
-class Checkpoints:
-    """checkpoints/last.pt (every ``ckpt.every`` steps, at the end and when stopped),
-    step_NNNNNNN.pt (every ``ckpt.keep_every`` steps) and best.pt (``ckpt.keep_best``), written
-    atomically by rank 0 with signals held back."""
-
-    def __init__(self, cfg: DictConfig, run_dir: Path, overrides: list[str], parts: Parts,
-                 stopper: Stopper):
-        self.folder = run_dir / "checkpoints"
-        self.last = self.folder / "last.pt"
-        self.parts, self.stopper = parts, stopper
-        self.header = {"format": FORMAT, "igm_version": __version__,
-                       "config": OmegaConf.to_container(cfg, resolve=True),
-                       "overrides": [o for o in overrides if not o.startswith("resume=")],
-                       "data_shape": list(parts.dataset.shape)}
-        self.keep_best = parse_keep_best(cfg.ckpt.get("keep_best"))
-        self.best_value: float | None = None
-        self.best_step: int | None = None
-
-    def payload(self) -> dict:
-        return {**self.header, **self.parts.state.state_dict()}
-
-    def save(self, keep_step: bool) -> None:
-        if not parallel.RANKS.main:
-            return
-        payload = self.payload()
-        with self.stopper.critical():
-            save_atomic(payload, self.last)
-            if keep_step:
-                save_atomic(payload, self.folder / f"step_{self.parts.state.step:07d}.pt")
-
-    def snapshot(self) -> dict | None:
-        """A copy of the checkpoint as it is now, kept for best.pt until the evaluation of this
-        step is known (None when no best checkpoint is kept)."""
-        if self.keep_best is None or not parallel.RANKS.main:
-            return None
-        return copy.deepcopy(self.payload())
-
-    def consider_best(self, metrics: dict[str, float], step: int, payload: dict | None) -> bool:
-        """Save ``payload`` (the checkpoint at ``step``) as best.pt when the chosen metric
-        improved; True when it did."""
-        if payload is None:
-            return False
-        name, direction = self.keep_best
-        value = metrics.get(name)
-        if value is None or value != value:  # missing or NaN
-            return False
-        improved = (self.best_value is None or (value < self.best_value if direction == "min"
-                                                else value > self.best_value))
-        if improved:
-            self.best_value, self.best_step = value, step
-            payload = {**payload, "best": {"metric": name, "value": value,
-                                           "direction": direction}}
-            with self.stopper.critical():
-                save_atomic(payload, self.folder / "best.pt")
-        return improved
-
-
 # ---------------------------------------------------------------------------- the run
 
 def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> dict:
@@ -320,7 +260,7 @@ def run(cfg: DictConfig, parts: Parts, log: RunLog, run_dir: Path, overrides: li
     state, dataset, objective, device = parts.state, parts.dataset, parts.objective, parts.device
     ranks = parallel.RANKS
     start_step, total, batch = state.step, cfg.train.steps, cfg.train.batch_size
-    announce(cfg, parts, log, run_dir, start_step)
+    announce(log, cfg, device, describe_params(state.nets), run_dir, start_step)
     plans = phase_plans(parts)
     names = [f"loss/{plan.phase.name}" for plan in plans]
     autocast = amp_context(cfg.train.amp, device)
@@ -442,73 +382,8 @@ def run(cfg: DictConfig, parts: Parts, log: RunLog, run_dir: Path, overrides: li
         summary["message"] = note
     if ranks.main:
         log.hparams(hparams_of(cfg, overrides), metrics)
-        finish(log, summary, evaluator, run_dir)
+        finish(log, summary, evaluator.modes_total, run_dir)
     return summary
-
-
-def announce(cfg: DictConfig, parts: Parts, log: RunLog, run_dir: Path, start_step: int) -> None:
-    """The start of a run: where it writes, what it trains, and its config in TensorBoard."""
-    ranks = parallel.RANKS
-    what = (f"{cfg.model.name} on {cfg.dataset.name}, seed {cfg.seed}, {parts.device}, "
-            f"{cfg.train.steps} steps of batch {cfg.train.batch_size}")
-    if ranks.distributed:
-        what += f" ({ranks.world_size} processes x {cfg.train.batch_size // ranks.world_size})"
-    log.message(f"igm: run folder {run_dir}")
-    log.message(f"igm: training {what}; {describe_params(parts.state.nets)} parameters")
-    if start_step:
-        log.message(f"igm: resumed from step {start_step}")
-    recipe_steps = cfg.train.get("recipe_steps")
-    if recipe_steps and cfg.train.steps < recipe_steps:
-        log.message(f"igm: warning: train.steps={cfg.train.steps} is shorter than the "
-                    f"{recipe_steps} steps this recipe was tuned for (the learning rate decays "
-                    f"to 0 at train.steps): expect fewer modes and lower quality")
-    import platform
-
-    versions = {"igm": __version__, "torch": torch.__version__,
-                "python": platform.python_version(), "igm source": git_commit(Path(__file__)
-                                                                               .parent),
-                "working folder": git_commit(Path.cwd())}
-    log.text("config", "```yaml\n" + OmegaConf.to_yaml(cfg, resolve=True) + "```")
-    log.text("versions", "\n".join(f"- {k}: {v}" for k, v in versions.items() if v))
-
-
-def hparams_of(cfg: DictConfig, overrides: list[str]) -> dict:
-    """The run's hyperparameters for TensorBoard's HPARAMS tab: model, data, arch, seed, and
-    every key set on the command line (what a sweep varies)."""
-    values = {"model": cfg.model.name, "dataset": cfg.dataset.name, "arch": cfg.arch.name,
-              "seed": cfg.seed}
-    for override in overrides:
-        key = override.partition("=")[0].lstrip("+~")
-        if key.startswith("hydra") or key == "resume":
-            continue
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is not None and not OmegaConf.is_config(value):
-            values[key] = value
-        elif OmegaConf.is_config(value) and "name" in value:  # a group choice: model=wgan
-            values[key] = value.name
-    return values
-
-
-def finish(log: RunLog, summary: dict, evaluator, run_dir: Path) -> None:
-    """The summary block: status, steps, time, final metrics with their scale and direction,
-    the run folder, and how to look at it."""
-    rate = summary["steps_per_second"]
-    log.message(f"igm: {summary['status']} at step {summary['steps']} in "
-                f"{summary['wall_seconds']:.1f} s ({rate:.1f} steps/s)")
-    metrics = summary["metrics"]
-    if metrics:
-        total = evaluator.modes_total if evaluator is not None else None
-        shown = []
-        for name, value in metrics.items():
-            direction = better(name)
-            text = f"{int(value)}/{total}" if name == "modes" and total else f"{value:.4g}"
-            arrow = {"min": " (lower is better)", "max": " (higher is better)"}.get(direction, "")
-            shown.append(f"{name} {text}{arrow}")
-        log.message("  final metrics: " + "; ".join(shown))
-        log.message(f"  in short: {headline(metrics, total)}")
-    log.message(f"  run folder: {run_dir}")
-    log.message(f"  tensorboard --logdir {run_dir}")
-    log.message(f"  igm sample run={run_dir} n=1000 out=samples.png")
 
 
 # ---------------------------------------------------------------------------- resume

@@ -85,7 +85,7 @@ def test_tensorboard_hparams_text_and_titles(best_run):
 
 
 def test_figure_titles_name_step_and_metrics():
-    from igm_cli.evaluate import headline
+    from igm_cli.metrics import headline
 
     assert headline({"modes": 8, "hq": 0.8312, "kl_modes": 0.001, "mmd": 0.0, "w1": 0.1391},
                     8) == "modes 8/8, hq 0.831, w1 0.139"

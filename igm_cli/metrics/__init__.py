@@ -10,6 +10,8 @@ end-of-run summary all read this one table.
 
 from __future__ import annotations
 
+import math
+
 from igm_cli.registry import Registry
 
 METRICS = Registry("metric")
@@ -23,6 +25,30 @@ def better(name: str) -> str | None:
         if name in outputs:
             return outputs[name]
     return None
+
+
+def parse_keep_best(setting: str | None) -> tuple[str, str] | None:
+    """``ckpt.keep_best``: METRIC (its registered direction) or max:METRIC / min:METRIC."""
+    if not setting:
+        return None
+    direction, _, name = str(setting).rpartition(":")
+    return name, direction or better(name)
+
+
+def headline(metrics: dict[str, float], modes_total: int | None = None) -> str:
+    """A short line of the main metrics, with the scale of mode counts: "modes 8/8, hq 0.83,
+    w1 0.14"."""
+    parts = []
+    for name, value in metrics.items():
+        if len(parts) == 3:
+            break
+        if name.endswith("_std") or not math.isfinite(value):
+            continue
+        if name == "modes" and modes_total:
+            parts.append(f"modes {int(value)}/{modes_total}")
+        elif name not in ("kl_modes", "mmd"):
+            parts.append(f"{name} {value:.3g}")
+    return ", ".join(parts)
 
 
 def all_names() -> list[str]:
