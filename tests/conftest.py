@@ -11,6 +11,13 @@ import pytest
 import torch
 from torch import nn
 
+# The README's test command runs one pytest-xdist worker per core (at most 4): each worker, and
+# the igm processes it starts, takes its share of the cores rather than all of them.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _THREADS = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    torch.set_num_threads(_THREADS)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
+
 # Small, fast settings for CLI runs; each test adds what it checks.
 FAST = ["train.log_every=10", "train.print_every=10", "eval.n_samples=300"]
 

@@ -15,6 +15,10 @@ import pytest
 import torch
 from conftest import FAST, igm_command, run_igm
 
+# Every test here starts 2 processes: under pytest-xdist they run one after another on one
+# worker (`--dist loadgroup`), not two at once on 2 cores.
+pytestmark = pytest.mark.xdist_group("two_processes")
+
 COMMON = ["train.lr_decay=none", "eval.every=1000", "eval.plot=false", "train.batch_size=64",
           "arch.hidden=32", "device=cpu", *FAST]
 

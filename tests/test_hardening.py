@@ -275,9 +275,9 @@ def test_disk_full_keeps_the_last_checkpoint(tmp_path, monkeypatch):
 
 
 def test_double_sigint_inside_a_checkpoint_write(tmp_path, monkeypatch, capsys):
-    import igm_cli.trainer as trainer
+    import igm_cli.checkpoint as checkpoint
 
-    real_save = trainer.save_atomic
+    real_save = checkpoint.save_atomic
 
     def interrupted_twice(payload, path):
         os.kill(os.getpid(), signal.SIGINT)
@@ -285,7 +285,7 @@ def test_double_sigint_inside_a_checkpoint_write(tmp_path, monkeypatch, capsys):
         time.sleep(0.05)
         real_save(payload, path)
 
-    monkeypatch.setattr(trainer, "save_atomic", interrupted_twice)
+    monkeypatch.setattr(checkpoint, "save_atomic", interrupted_twice)
     summary = train(compose_train(["train.steps=50", "ckpt.every=5", "eval.every=100"]),
                     tmp_path, [])
     assert summary["status"] == "interrupted" and summary["exit_code"] == 130

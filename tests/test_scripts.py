@@ -165,6 +165,7 @@ def gpu_check_cpu(tmp_path_factory):
     return done, out
 
 
+@pytest.mark.xdist_group("gpu_check")  # one worker runs the script once for both tests
 def test_gpu_check_cpu_mode_writes_every_row(gpu_check_cpu):
     done, out = gpu_check_cpu
     assert done.returncode == 0, done.stdout + done.stderr
@@ -186,6 +187,7 @@ def test_gpu_check_cpu_mode_writes_every_row(gpu_check_cpu):
                             r"igm / reference \d+\.\d\d", numbers), numbers
 
 
+@pytest.mark.xdist_group("gpu_check")
 def test_gpu_check_keeps_bench_toy_table_that_parses(gpu_check_cpu):
     _, out = gpu_check_cpu
     table = (out / "gpu_check_logs/bench_toy.md").read_text()
