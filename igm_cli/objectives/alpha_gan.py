@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from igm_cli.errors import IgmError
+from igm_cli.generate import eval_mode
 from igm_cli.objectives.base import Objective, Phase, r1_penalty
 from igm_cli.registry import MODELS
 
@@ -102,8 +103,6 @@ class AlphaGAN(Objective):
     @torch.no_grad()
     def _in_eval_mode(self, nets: nn.ModuleDict, fn, x: Tensor) -> Tensor:
         """fn(chunk) over chunks of x with the networks in eval mode (batch norm statistics)."""
-        from igm_cli.generate import eval_mode
-
         with eval_mode(nets):
             return torch.cat([fn(chunk) for chunk in x.split(1000)])
 
