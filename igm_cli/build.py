@@ -116,10 +116,12 @@ def build_arch(arch_cfg: DictConfig):
 
 
 def make_optimizer(kind: str, params, lr: float, betas) -> torch.optim.Optimizer:
-    """``foreach``: one multi-tensor update for all parameters, also on the CPU (torch's CPU
-    default updates them one by one); the same numbers, fewer Python round trips."""
+    """Adam is ``fused``: one kernel per parameter for the whole update, on the CPU as on a GPU
+    (torch's CPU default runs ~10 small ops per parameter): 0.5-1 ms less per step of the toy
+    recipe. It computes the same update in another order, so weights differ from the
+    for-loop or ``foreach`` Adam by round-off. RMSprop has no fused kernel: ``foreach``."""
     if kind == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), foreach=True)
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=True)
     if kind == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, foreach=True)
     raise IgmError(f"unknown model.optimizer '{kind}'; choose from: {', '.join(OPTIMIZERS)}")
