@@ -112,7 +112,8 @@ class Evaluator:
         else:
             self.families = [f for f in families("points")
                              if dataset.has_modes or not METRICS.info(f).get("needs_modes")]
-            self.real = dataset.fixed_sample(self.n, EVAL_SEED)  # the same at every evaluation
+            # the same at every evaluation, on the CPU once: metrics cache what depends on it
+            self.real = dataset.fixed_sample(self.n, EVAL_SEED).cpu()
 
     def __call__(self, sampler: nn.Module, nets: nn.ModuleDict, step: int) -> Evaluation:
         return self.prepare(sampler, nets, step)()
@@ -161,7 +162,7 @@ class Evaluator:
 
     def prepare_points(self, sampler: nn.Module, nets: nn.ModuleDict, figures: dict):
         fake = generate(sampler, self.n, self.z_dim, EVAL_SEED, self.device).float().cpu()
-        real = self.real.cpu()
+        real = self.real
         field_ = None
         draw = self.plot and self.dataset.dim <= 2
         if draw and "critic" in nets:

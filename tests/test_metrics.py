@@ -110,6 +110,22 @@ def test_mmd_matches_closed_form_and_is_near_zero_for_equal_distributions():
     assert abs(mmd(x, z)) < 0.01 * expected  # about 7 Monte-Carlo sd
 
 
+def test_evaluation_metrics_reuse_the_data_terms_with_the_same_numbers():
+    """The data side of MMD and of precision/recall/density/coverage is computed once per
+    fixed evaluation sample; every evaluation against it gives what a fresh computation gives."""
+    from igm_cli.metrics.manifold import ManifoldMetrics
+    from igm_cli.metrics.points import data_terms, mmd_metric, prdc_metric
+
+    gen = torch.Generator().manual_seed(5)
+    real = torch.randn(300, 2, generator=gen)
+    fakes = [torch.randn(300, 2, generator=gen) * s + 0.1 * s for s in (0.5, 1.0, 2.0)]
+    data_terms.cache_clear()
+    for fake in fakes:
+        assert mmd_metric(real, fake, None)["mmd"] == pytest.approx(mmd(fake, real), rel=1e-12)
+        assert prdc_metric(real, fake, None) == ManifoldMetrics(real).compute(fake)
+    assert data_terms.cache_info().misses == 1 and data_terms.cache_info().hits == 2 * 3 - 1
+
+
 def _ring_with_few_high_quality(hq_modes):
     """2500 ring samples: one per mode in ``hq_modes`` on its centre (high quality), the rest
     4 std outside the modes, spread evenly over all 8 (low quality)."""
