@@ -1,7 +1,7 @@
 """igm against hand-written training loops of the same recipes: time per training step.
 
 Rows (`--rows`, default gan,wgan_gp,dcgan, plus dcgan_fast on a GPU):
-  gan         igm's default recipe (NS-GAN + R1 + EMA + linear lr decay, ring8, 3x128, batch 256)
+  gan         igm's default recipe (NS-GAN + R1 + EMA + linear lr decay, ring8, 3x128, batch 64)
               vs scripts/reference/toy_gan.py
   wgan_gp     Gulrajani et al.'s toy WGAN-GP (3x512 ReLU, batch 256, 5 critic steps, λ 0.1,
               Adam 1e-4 β (0.5, 0.9)) vs scripts/reference/toy_wgan_gp.py
@@ -65,7 +65,7 @@ class Row:
 
 
 ROWS = {
-    "gan": Row("default recipe (NS-GAN + R1 + EMA + lr decay), ring8, 3x128, batch 256",
+    "gan": Row("default recipe (NS-GAN + R1 + EMA + lr decay), ring8, 3x128, batch 64",
                [*TOY_EVAL], "toy_gan.py", "gan", 1000, 600),
     "wgan_gp": Row("WGAN-GP, the authors' toy recipe (3x512 ReLU, batch 256, 5 critic steps, "
                    "λ 0.1, Adam 1e-4); per generator step",

@@ -2,12 +2,12 @@
 `igm train` against.
 
 Non-saturating GAN on 8 Gaussians on a circle (radius 2, std 0.02, a fresh batch each step):
-3x128 LeakyReLU(0.2) MLPs, 2-D noise, batch 256; critic loss with the zero-centred R1 penalty
-γ/2·E_p‖∇D(x)‖² (γ = 1) on real data; Adam 1e-3, β (0.5, 0.99), decayed linearly to 0; an
-exponential moving average (0.999) of the generator. One critic step, then one generator step.
+3x128 LeakyReLU(0.2) MLPs, 2-D noise, batch 64 (`--batch`); critic loss with the zero-centred
+R1 penalty γ/2·E_p‖∇D(x)‖² (γ = 1) on real data; Adam 1e-3, β (0.5, 0.99), decayed linearly
+to 0; an exponential moving average (0.999) of the generator. One critic step, then one generator step.
 No evaluation, no logging, no checkpoints: the simplest script a researcher would write.
 
-    python scripts/reference/toy_gan.py --steps 2000 [--device cuda] [--threads 1]
+    python scripts/reference/toy_gan.py --steps 2000 [--device cuda] [--threads 1] [--batch 64]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def ring8(n: int, device: torch.device) -> torch.Tensor:
     return centre + 0.02 * torch.randn(n, 2, device=device)
 
 
-def train(steps: int, device: str = "cpu", batch: int = 256, gamma: float = 1.0,
+def train(steps: int, device: str = "cpu", batch: int = 64, gamma: float = 1.0,
           ema_decay: float = 0.999, seed: int = 0) -> dict:
     """Train for ``steps`` generator steps; returns the last losses (floats)."""
     torch.manual_seed(seed)
@@ -83,10 +83,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (torch)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=64, help="points per batch (igm's default)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    losses = train(args.steps, args.device, seed=args.seed)
+    losses = train(args.steps, args.device, batch=args.batch, seed=args.seed)
     seconds = time.perf_counter() - started
     print(f"{args.steps} steps in {seconds:.2f} s ({args.steps / seconds:.1f} steps/s); "
           f"last loss critic {losses['critic']:.4f} generator {losses['generator']:.4f}")
