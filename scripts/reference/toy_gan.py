@@ -4,8 +4,9 @@
 Non-saturating GAN on 8 Gaussians on a circle (radius 2, std 0.02, a fresh batch each step):
 3x128 LeakyReLU(0.2) MLPs, 2-D noise, batch 64 (`--batch`); critic loss with the zero-centred
 R1 penalty γ/2·E_p‖∇D(x)‖² (γ = 1) on real data; Adam 1e-3, β (0.5, 0.99), decayed linearly
-to 0; an exponential moving average (0.999) of the generator. One critic step, then one generator step.
-No evaluation, no logging, no checkpoints: the simplest script a researcher would write.
+to 0; an exponential moving average (0.999) of the generator. One critic step, then one
+generator step. No evaluation, no logging, no checkpoints: the simplest script a researcher
+would write.
 
     python scripts/reference/toy_gan.py --steps 2000 [--device cuda] [--threads 1] [--batch 64]
 """
