@@ -207,3 +207,36 @@ def test_gpu_check_keeps_bench_toy_table_that_parses(gpu_check_cpu):
     assert "igm's critic has no batch norm" in table  # the DCGAN caption
     images = (out / "gpu_check_logs/bench_images_resnet.md").read_text()
     assert table_rows(images)[0][0] == "off"
+
+
+# ----------------------------------------------------------------------------
+# scripts/robustness.py: the data sets without modes, the floor, the table
+
+def test_robustness_data_have_their_shapes_and_no_gaussian_modes():
+    robustness = load(SCRIPTS / "robustness.py")
+    gen = torch.Generator().manual_seed(0)
+    arcs = robustness.arcs(4000, gen)
+    radius, angle = arcs.norm(dim=1), torch.atan2(arcs[:, 1], arcs[:, 0]) % (2 * math.pi)
+    assert (radius - 2).abs().max() < 0.15  # on the circle of radius 2 (noise 0.02)
+    within = angle % (2 * math.pi / 8)  # position inside each 45° period: the first 22.5°
+    assert within.max() < math.pi / 8 + 0.05 and within.min() >= 0
+    counts = torch.histc(within, bins=5, min=0, max=math.pi / 8)
+    assert counts.min() > 0.6 * counts.max()  # uniform along the arc, not peaked
+    assert robustness.roll3d(100, gen).shape == (100, 3)
+    shell = robustness.shell5d(4000, gen)
+    assert shell.shape == (4000, 5) and (shell.norm(dim=1) - 2).abs().mean() < 0.06
+
+
+def test_robustness_floor_is_a_w1_between_two_samples_and_the_table_reads_it(tmp_path):
+    robustness = load(SCRIPTS / "robustness.py")
+    robustness.N_FILE = 3000
+    paths = robustness.write_data(tmp_path)
+    floors = robustness.floors({"arcs": paths["arcs"]})
+    assert 0 < floors["arcs"] < 0.3  # same distribution: small, and never 0 (two samples)
+    rows = [{"model": "gan", "data": "arcs", "seed": 0, "status": "completed", "w1": 0.2,
+             "wall": 1.0},
+            {"model": "wgan", "data": "arcs", "seed": 0, "status": "failed", "w1": None,
+             "wall": 1.0}]
+    table = table_rows(robustness.table(rows, {"arcs": 0.1}))
+    assert table == [["data-vs-data floor", "0.100"], ["`gan`", "0.200 (2.0x)"],
+                     ["`wgan`", "failed"]]
