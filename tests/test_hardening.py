@@ -48,7 +48,7 @@ BAD_VALUES = [  # (arguments, words the one-line error must contain)
     (["model.optimizer=sgd"], ["model.optimizer", "adam, rmsprop", "'sgd'"]),
     (["eval.sweep_metric=fid"], ["eval.sweep_metric", "'fid'", "w1"]),  # points: no FID
     (["ckpt.keep_best=fid"], ["ckpt.keep_best", "'fid'", "w1"]),
-    (["train.devices=3"], ["train.batch_size=256", "3"]),  # the global batch splits evenly
+    (["train.devices=3", "train.batch_size=100"], ["train.batch_size=100", "3"]),  # split evenly
 ]
 
 
