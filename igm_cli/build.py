@@ -106,9 +106,18 @@ def build_objective(cfg: DictConfig) -> Objective:
         raise IgmError(f"model '{model_cfg.name}': {exc}") from None
 
 
-def build_arch(arch_cfg: DictConfig):
+def build_arch(arch_cfg: DictConfig, data_shape: tuple[int, ...]):
+    """The arch's builder for data of ``data_shape`` ([D] points, [C, H, W] images): keys set
+    to ``auto`` take the value the arch derives from the shape (``MLPArch.AUTO``)."""
     params = {k: v for k, v in OmegaConf.to_container(arch_cfg).items() if k != "name"}
     builder = ARCHS.get(arch_cfg.name)
+    auto = getattr(builder, "AUTO", {})
+    for key, value in params.items():
+        if value == "auto":
+            if key not in auto:
+                raise IgmError(f"arch.{key}=auto: arch '{arch_cfg.name}' has no automatic "
+                               f"{key}; give a number")
+            params[key] = auto[key](tuple(data_shape))
     try:
         return builder(**params)
     except (TypeError, ValueError) as exc:
@@ -181,8 +190,8 @@ def check_config(cfg: DictConfig) -> Checked:
     check_values(cfg)
     device = resolve_device(cfg.device)
     objective = build_objective(cfg)
-    arch = build_arch(cfg.arch)
     shape, is_image, has_modes = check_dataset(cfg.dataset)
+    arch = build_arch(cfg.arch, shape)
     networks = {role: arch.build(role, shape) for role in objective.networks}
     for phase in objective.phases():  # the optimisers, on the real parameters (bad lr, betas)
         params = [p for role in phase.trains for p in networks[role].parameters()]

@@ -139,9 +139,9 @@ def check_estimate_config(cfg: DictConfig) -> None:
                               "train.threads", "eval.n_samples"))
     check_number(cfg.train.lr, "train.lr", minimum=0.0, strict=True)
     check_lr_decay(cfg.train.lr_decay)
-    build_arch(cfg.arch)
     resolve_device(cfg.device)
     p, q = build_pair(cfg)
+    build_arch(cfg.arch, (p.dim,))
     if cfg.method == "ratio" and singular(p, q):
         raise IgmError(f"method=ratio cannot estimate {name} here: {singular_reason(p, q)}, and "
                        f"the plug-in E_q[f(r)] sees only Q's support, so it misses the "
@@ -319,7 +319,7 @@ def make_critic(cfg: DictConfig, p, q, rng: torch.Generator, device: torch.devic
     """A fresh critic for P and Q, standardised by the mean and sd of 4096 samples of each;
     ``zero_output`` zeroes its last linear layer, so that it starts as the function 0."""
     torch.manual_seed(cfg.seed)  # network initialisation
-    net = build_arch(cfg.arch).build("critic", (p.dim,))
+    net = build_arch(cfg.arch, (p.dim,)).build("critic", (p.dim,))
     if zero_output:
         linear = [m for m in net.modules() if isinstance(m, torch.nn.Linear)
                   and not torch.nn.utils.parametrize.is_parametrized(m)]  # spectral norm: skip

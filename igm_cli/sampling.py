@@ -22,9 +22,10 @@ def load_generator(run: str, device_name: str = "cpu", checkpoint: dict | None =
     checkpoint = checkpoint or load_checkpoint(run)
     cfg = OmegaConf.create(checkpoint["config"])
     device = resolve_device(device_name)
-    arch = build_arch(cfg.arch)
+    shape = tuple(checkpoint["data_shape"])
+    arch = build_arch(cfg.arch, shape)
     build_objective(cfg)  # the model must still be registered
-    generator = arch.build("generator", tuple(checkpoint["data_shape"]))
+    generator = arch.build("generator", shape)
     if checkpoint.get("ema") is not None:
         generator.load_state_dict(checkpoint["ema"])
     else:
@@ -52,8 +53,8 @@ def load_reconstructor(run: str, device_name: str = "cpu"):
     if "encoder" not in objective.networks:
         raise IgmError(f"model '{cfg.model.name}' has no encoder, so nothing to reconstruct; "
                        f"models with one: alpha_gan")
-    arch = build_arch(cfg.arch)
     shape = tuple(checkpoint["data_shape"])
+    arch = build_arch(cfg.arch, shape)
     nets = torch.nn.ModuleDict({role: arch.build(role, shape) for role in objective.networks})
     nets.load_state_dict(checkpoint["nets"])
     nets.to(device).eval()

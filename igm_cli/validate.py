@@ -99,6 +99,19 @@ class Optional:
         return f"null or {self.rule}"
 
 
+@dataclass(frozen=True)
+class AutoOr:
+    """``auto`` (derived from the data by the arch), or a value ``rule`` accepts."""
+
+    rule: object
+
+    def ok(self, value) -> bool:
+        return value == "auto" or self.rule.ok(value)
+
+    def __str__(self) -> str:
+        return f"auto or {self.rule}"
+
+
 POSITIVE = Number(0.0, low_open=True)
 NON_NEGATIVE = Number(0.0)
 
@@ -139,8 +152,8 @@ RULES: dict[str, object] = {
     "model.sqrt": BOOLEAN,
     "model.bandwidths": Numbers(POSITIVE),
     "model.alphas": Numbers(POSITIVE),
-    "arch.z_dim": Integer(1),
-    "arch.hidden": Integer(1),
+    "arch.z_dim": AutoOr(Integer(1)),
+    "arch.hidden": AutoOr(Integer(1)),
     "arch.depth": Integer(0),
     "arch.channels": Integer(1),
     "arch.features": Integer(1),

@@ -176,3 +176,28 @@ def test_parameter_counts(name):
         count = sum(p.numel() for p in arch.build(role, (3, 32, 32)).parameters())
         print(f"{name} {role}: {count:,} parameters")
         assert low <= count <= high, f"{name} {role}: {count:,} parameters"
+
+
+@pytest.mark.parametrize("shape, z_dim, hidden", [
+    ((1,), 2, 128), ((2,), 2, 128), ((5,), 5, 128),  # points: max(2, D)-D noise
+    ((3, 8, 8), 64, 512), ((1, 32, 32), 64, 512),    # flattened images
+])
+def test_mlp_auto_follows_the_data(shape, z_dim, hidden):
+    """The shipped mlp.yaml's ``auto`` noise and width, resolved from the data's shape: a
+    generator of 2-D noise cannot cover a 4-D shell (README, "Robustness")."""
+    from igm_cli.build import build_arch
+
+    arch = build_arch(OmegaConf.load(CONFIGS / "mlp.yaml"), shape)
+    assert (arch.z_dim, arch.hidden) == (z_dim, hidden)
+    generator = arch.build("generator", shape)
+    assert generator(torch.randn(3, z_dim)).shape == (3, *shape)
+
+
+def test_auto_where_the_arch_derives_nothing_is_refused():
+    from igm_cli.build import build_arch
+
+    cfg = OmegaConf.merge(OmegaConf.load(CONFIGS / "dcgan.yaml"), {"z_dim": "auto"})
+    with pytest.raises(IgmError, match="arch 'dcgan' has no automatic z_dim; give a number"):
+        build_arch(cfg, (3, 32, 32))
+    gaussian = build_arch(OmegaConf.load(CONFIGS / "gaussian_affine.yaml"), (3,))
+    assert gaussian.z_dim == 3  # the affine generator's noise is the data's dimension

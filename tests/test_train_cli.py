@@ -93,6 +93,10 @@ def test_npy_dataset_of_any_dimension(igm, tmp_path):
     assert set(summary["metrics"]) == {"mmd", "w1", *PRDC}  # no modes for unknown data
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert checkpoint["config"]["dataset"]["path"] == str(tmp_path / "data.npy")
+    # arch.z_dim=auto: 5-D points get 5-D noise (2-D noise cannot cover a 4-D shell)
+    assert checkpoint["nets"]["generator.0.0.weight"].shape == (128, 5)
+    igm("sample", "run=run", "n=7", "out=s.npy", check=True)  # the sampler resolves auto too
+    assert np.load(tmp_path / "s.npy").shape == (7, 5)
 
 
 def test_multirun_runs_every_job_even_when_one_diverges(igm, tmp_path):

@@ -42,7 +42,17 @@ class Reshape(nn.Module):
 class MLPArch:
     """Builds each role's network. Roles: generator z -> x, critic x -> R, encoder x -> z,
     code_critic z -> R, feature_critic x -> R^features (MMD-GAN's learned kernel features).
-    Spectral norm (``spectral_norm=true``) applies to critics only."""
+    Spectral norm (``spectral_norm=true``) applies to critics only.
+
+    ``z_dim`` and ``hidden`` may be ``auto`` (``AUTO``, resolved from the data's shape by
+    ``build_arch``): points of D dimensions get noise of max(2, D) dimensions (a generator of
+    2-D noise cannot cover a 4-D shell: README, "Robustness") and 128 units; flattened images
+    get 64-D noise and 512 units (Stacked Digits: 2-D noise and 128 units collapse to 5 modes)."""
+
+    AUTO = {
+        "z_dim": lambda shape: 64 if len(shape) == 3 else max(2, math.prod(shape)),
+        "hidden": lambda shape: 512 if len(shape) == 3 else 128,
+    }
 
     def __init__(
         self,
@@ -96,7 +106,10 @@ class Affine(nn.Module):
 @ARCHS.register("gaussian_affine", "generator μ + σz (a Gaussian model); MLP critics")
 class GaussianAffineArch(MLPArch):
     """The f-GAN paper's mixture experiment: Q is a single Gaussian N(μ, σ²). The noise has
-    the data's dimension (``z_dim`` must equal it); critics are MLPs as in ``mlp``."""
+    the data's dimension (``z_dim`` must equal it; ``auto`` takes it); critics are MLPs as in
+    ``mlp``."""
+
+    AUTO = {"z_dim": lambda shape: math.prod(shape)}
 
     def __init__(self, z_dim: int = 1, hidden: int = 64, depth: int = 2,
                  activation: str = "tanh", spectral_norm: bool = False):
