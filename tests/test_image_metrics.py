@@ -226,6 +226,22 @@ def test_image_metrics_on_grayscale_64px_images():
     assert out["fid"] > 0 and 1.0 <= out["is"] <= 10.0
 
 
+def test_prdc_of_images_uses_the_first_prdc_samples_of_each_side(monkeypatch):
+    """Precision/recall/density/coverage cost N²: on images they use the first PRDC_SAMPLES
+    (10 000) of each side, while FID uses all (Stacked Digits evaluates 26 000 samples)."""
+    from igm_cli.metrics import images
+
+    assert images.PRDC_SAMPLES == 10_000
+    monkeypatch.setattr(images, "PRDC_SAMPLES", 120)
+    metrics = ImageMetrics(["fid", "prdc"], "pixels", batch_size=64)
+    real = smooth_images(120, seed=18, channels=1, size=8)
+    metrics.real_features(torch.cat([real, smooth_images(60, seed=19, channels=1, size=8)]))
+    far = torch.ones(40, 1, 8, 8)  # far from every real image: would lower precision to 0.75
+    out = metrics.compute(torch.cat([real, far]))
+    assert out["precision"] == out["recall"] == out["coverage"] == 1.0  # the same 120 images
+    assert out["fid"] > 1.0  # FID sees all 160 generated images, the far ones included
+
+
 def test_real_features_are_computed_once_and_batches_do_not_change_them():
     metrics = ImageMetrics(["fid"], "random_conv", batch_size=16)
     real = smooth_images(40, seed=16)

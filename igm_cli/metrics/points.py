@@ -37,7 +37,9 @@ def w1_metric(real, fake, dataset) -> dict:
                   "features", kind=("points", "images"), better=PRDC_BETTER)
 def prdc_metric(real, fake, context) -> dict:
     if hasattr(real, "manifold"):  # image features: the real radii are computed once per run
-        return real.manifold.compute(fake.features)
+        from igm_cli.metrics.images import PRDC_SAMPLES
+
+        return real.manifold.compute(fake.features[:PRDC_SAMPLES])
     return data_terms(real)[1].compute(fake)
 
 
