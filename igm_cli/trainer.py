@@ -260,7 +260,8 @@ def run(cfg: DictConfig, parts: Parts, log: RunLog, run_dir: Path, overrides: li
     state, dataset, objective, device = parts.state, parts.dataset, parts.objective, parts.device
     ranks = parallel.RANKS
     start_step, total, batch = state.step, cfg.train.steps, cfg.train.batch_size
-    announce(log, cfg, device, describe_params(state.nets), run_dir, start_step)
+    announce(log, cfg, device, f"{parts.z_dim}-D noise; {describe_params(state.nets)}", run_dir,
+             start_step)
     plans = phase_plans(parts)
     names = [f"loss/{plan.phase.name}" for plan in plans]
     autocast = amp_context(cfg.train.amp, device)

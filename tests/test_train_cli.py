@@ -87,8 +87,9 @@ def test_default_outputs_folder_and_1d_run(igm, tmp_path):
 
 def test_npy_dataset_of_any_dimension(igm, tmp_path):
     np.save(tmp_path / "data.npy", np.random.default_rng(0).normal(size=(200, 5)))
-    igm("train", "dataset=npy", "dataset.path=data.npy", "train.steps=20", "eval.every=20",
-        *FAST, "hydra.run.dir=run", check=True)
+    result = igm("train", "dataset=npy", "dataset.path=data.npy", "train.steps=20",
+                 "eval.every=20", *FAST, "hydra.run.dir=run", check=True)
+    assert "5-D noise; generator" in result.stdout + result.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert set(summary["metrics"]) == {"mmd", "w1", *PRDC}  # no modes for unknown data
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
