@@ -12,6 +12,7 @@ from torch.nn.utils import parametrize
 
 import igm_cli.nets.conv  # noqa: F401  (registers dcgan and resnet)
 from igm_cli.errors import IgmError
+from igm_cli.nets.mlp import MLPArch
 from igm_cli.registry import ARCHS
 
 ARCHS_UNDER_TEST = ["dcgan", "resnet"]
@@ -191,6 +192,19 @@ def test_mlp_auto_follows_the_data(shape, z_dim, hidden):
     assert (arch.z_dim, arch.hidden) == (z_dim, hidden)
     generator = arch.build("generator", shape)
     assert generator(torch.randn(3, z_dim)).shape == (3, *shape)
+
+
+def test_mlp_generator_of_images_stays_in_the_pixel_range():
+    """Images live in [-1, 1] (conv generators end in tanh): so does the MLP's image, even
+    for noise far out in the tails; points keep an unbounded output."""
+    torch.manual_seed(0)
+    images = MLPArch(z_dim=4, hidden=16).build("generator", (3, 8, 8))
+    points = MLPArch(z_dim=2, hidden=16).build("generator", (2,))
+    for layer in [*images.modules(), *points.modules()]:
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.constant_(layer.bias, 3.0)  # push every output far from zero
+    assert images(100 * torch.randn(64, 4)).abs().max() <= 1
+    assert points(100 * torch.randn(64, 2)).abs().max() > 1
 
 
 def test_auto_where_the_arch_derives_nothing_is_refused():
