@@ -230,3 +230,19 @@ def test_ratio_matching_gets_no_generator_gradient_from_total_variation():
     assert z.grad.abs().max() < 1e-7  # zero up to rounding (r and e^(log r) differ in the last bit)
     with pytest.raises(IgmError, match="model=fgan"):
         RatioMatching("total_variation")
+
+
+@pytest.mark.parametrize("model", ["gan", "gan_minimax", "fgan", "fgan_ratio"])
+def test_grid25_recipe_gives_the_gan_family_relu(model):
+    """grid25's recipe (README, "grid25"): ReLU networks, batch 512, 10000 steps for the GAN
+    family; other points and other models keep LeakyReLU; the command line wins."""
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        grid = compose("train", overrides=[f"model={model}", "dataset=grid25"])
+        ring = compose("train", overrides=[f"model={model}", "dataset=ring8"])
+        mine = compose("train", overrides=[f"model={model}", "dataset=grid25",
+                                           "arch.activation=leaky_relu"])
+        other = compose("train", overrides=["model=wgan", "dataset=grid25"])
+    assert (grid.arch.activation, grid.train.batch_size, grid.train.steps) == ("relu", 512, 10000)
+    assert grid.train.recipe_steps == 10000
+    assert ring.arch.activation == "leaky_relu" and ring.train.batch_size < 512
+    assert mine.arch.activation == "leaky_relu" and other.arch.activation == "leaky_relu"
