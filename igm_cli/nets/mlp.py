@@ -47,7 +47,8 @@ class MLPArch:
     ``z_dim`` and ``hidden`` may be ``auto`` (``AUTO``, resolved from the data's shape by
     ``build_arch``): points of D dimensions get noise of max(2, D) dimensions (a generator of
     2-D noise cannot cover a 4-D shell: README, "Robustness") and 128 units; flattened images
-    get 64-D noise and 512 units (Stacked Digits: 2-D noise and 128 units collapse to 5 modes)."""
+    get 64-D noise and 512 units (Stacked Digits: 2-D noise and 128 units collapse to 5 modes).
+    A generator of images ends in tanh: pixels live in [-1, 1], as the conv archs' do."""
 
     AUTO = {
         "z_dim": lambda shape: 64 if len(shape) == 3 else max(2, math.prod(shape)),
