@@ -232,10 +232,11 @@ def test_ratio_matching_gets_no_generator_gradient_from_total_variation():
         RatioMatching("total_variation")
 
 
-@pytest.mark.parametrize("model", ["gan", "gan_minimax", "fgan", "fgan_ratio"])
-def test_grid25_recipe_gives_the_gan_family_relu(model):
-    """grid25's recipe (README, "grid25"): ReLU networks, batch 512, 10000 steps for the GAN
-    family; other points and other models keep LeakyReLU; the command line wins."""
+@pytest.mark.parametrize("model", ["gan", "gan_minimax", "fgan", "fgan_ratio", "wgan_gp", "gmmn",
+                                   "ratio_matching"])
+def test_grid25_recipe_gives_relu_networks(model):
+    """grid25's recipes (README, "grid25"): ReLU networks, batch 512, 10000 steps; other points
+    and wgan (clipping, no grid25 recipe) keep LeakyReLU; the command line wins."""
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         grid = compose("train", overrides=[f"model={model}", "dataset=grid25"])
         ring = compose("train", overrides=[f"model={model}", "dataset=ring8"])
@@ -246,3 +247,7 @@ def test_grid25_recipe_gives_the_gan_family_relu(model):
     assert grid.train.recipe_steps == 10000
     assert ring.arch.activation == "leaky_relu" and ring.train.batch_size < 512
     assert mine.arch.activation == "leaky_relu" and other.arch.activation == "leaky_relu"
+    if model == "ratio_matching":  # the GAN family's R1 steadies it (unstable without)
+        assert grid.model.r1_gamma == 1.0 and ring.model.r1_gamma == 0.0
+    if model == "wgan_gp":  # on top of its points recipe
+        assert (grid.model.lr, grid.model.gp_lambda, grid.model.n_critic) == (1e-3, 1.0, 5)
