@@ -83,10 +83,9 @@ class MLPArch:
         }[role]
         net = mlp(in_dim, out_dim, self.hidden, self.depth, self.activation,
                   self.spectral_norm and role.endswith("critic"))
-        if role == "generator" and len(data_shape) == 3:  # images live in [-1, 1], as conv archs'
-            return nn.Sequential(net, nn.Tanh(), Reshape(data_shape))
         if role == "generator":
-            return nn.Sequential(net, Reshape(data_shape))
+            squash = [nn.Tanh()] if len(data_shape) == 3 else []  # images live in [-1, 1]
+            return nn.Sequential(net, *squash, Reshape(data_shape))
         if role == "critic":
             return nn.Sequential(nn.Flatten(), net, nn.Flatten(0))  # [B, ...] -> [B]
         if role == "code_critic":
