@@ -125,6 +125,20 @@ def test_debug_and_experiment_presets_and_command_line_wins():
     assert (cfg.model.name, cfg.train.steps, cfg.seed, cfg.model.r1_gamma) == ("gan", 7, 3, 1.0)
 
 
+def test_grid25_wgan_gp_preset_is_the_grid25_recipe_written_out():
+    """The preset pins every setting of `model=wgan_gp dataset=grid25` (README, "grid25"), so it
+    neither mixes an old recipe with the new one nor moves when the recipe does."""
+    preset = compose_train(["experiment=grid25_wgan_gp"])
+    plain = compose_train(["model=wgan_gp", "dataset=grid25"])
+    for key in ("model", "dataset", "train.steps", "train.batch_size", "train.recipe_steps",
+                "train.lr_decay"):
+        assert OmegaConf.select(preset, key) == OmegaConf.select(plain, key), key
+    auto = {"z_dim": 2, "hidden": 128}  # what arch=mlp's auto sizes are for 2-D points
+    assert {k: auto.get(k, v) if v == "auto" else v for k, v in plain.arch.items()} == preset.arch
+    written = yaml.safe_load((config_dir() / "experiment" / "grid25_wgan_gp.yaml").read_text())
+    assert written["arch"]["activation"] == "relu" and written["train"]["steps"] == 15000
+
+
 def test_toy_benchmark_sweeps_every_registered_model():
     import igm_cli.objectives  # noqa: F401  (registers the models)
     from igm_cli.registry import MODELS
