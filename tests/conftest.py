@@ -22,6 +22,16 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
 FAST = ["train.log_every=10", "train.print_every=10", "eval.n_samples=300"]
 
 
+def compose_train(overrides: list[str], hydra_config: bool = False):
+    """The config `igm train OVERRIDES` would run with, composed in-process (no run)."""
+    from hydra import compose, initialize_config_dir
+
+    from igm_cli.cli import config_dir
+
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=hydra_config)
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` skip themselves where CUDA is not available."""
     if torch.cuda.is_available():

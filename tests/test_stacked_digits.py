@@ -262,15 +262,11 @@ def test_gan_family_recipe_uses_adam_without_momentum(model):
     """The GAN family's Stacked Digits recipe (README, "Stacked Digits"): Adam β = (0, 0.99)
     (confident 0.540 -> 0.592 for gan, seed 0), R1 γ 0.1, batch 64, 24000 steps; the points data
     keep β = (0.5, 0.99) and the command line wins."""
-    from hydra import compose, initialize_config_dir
+    from conftest import compose_train
 
-    from igm_cli.cli import config_dir
-
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        digits = compose("train", overrides=[f"model={model}", "dataset=stacked_digits"])
-        ring = compose("train", overrides=[f"model={model}", "dataset=ring8"])
-        mine = compose("train", overrides=[f"model={model}", "dataset=stacked_digits",
-                                           "model.betas=[0.5,0.999]"])
+    digits = compose_train([f"model={model}", "dataset=stacked_digits"])
+    ring = compose_train([f"model={model}", "dataset=ring8"])
+    mine = compose_train([f"model={model}", "dataset=stacked_digits", "model.betas=[0.5,0.999]"])
     assert list(digits.model.betas) == [0.0, 0.99] and digits.model.r1_gamma == 0.1
     assert (digits.train.batch_size, digits.train.steps, digits.train.recipe_steps) == (64, 24000,
                                                                                        24000)

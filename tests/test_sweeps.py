@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
+from conftest import compose_train
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
@@ -20,11 +20,6 @@ from igm_cli.sweep import (
     job_dirname,
     report,
 )
-
-
-def compose_train(overrides: list[str], hydra_config: bool = False):
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=overrides, return_hydra_config=hydra_config)
 
 
 def read_sweep(sweep_dir: Path) -> dict:
