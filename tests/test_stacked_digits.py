@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import compose_train
 from omegaconf import OmegaConf
 
 from igm_cli.data import build_dataset
@@ -262,8 +263,6 @@ def test_gan_family_recipe_uses_adam_without_momentum(model):
     """The GAN family's Stacked Digits recipe (README, "Stacked Digits"): Adam β = (0, 0.99)
     (confident 0.540 -> 0.592 for gan, seed 0), R1 γ 0.1, batch 64, 24000 steps; the points data
     keep β = (0.5, 0.99) and the command line wins."""
-    from conftest import compose_train
-
     digits = compose_train([f"model={model}", "dataset=stacked_digits"])
     ring = compose_train([f"model={model}", "dataset=ring8"])
     mine = compose_train([f"model={model}", "dataset=stacked_digits", "model.betas=[0.5,0.999]"])
@@ -277,8 +276,6 @@ def test_mmd_gan_recipe_uses_the_points_learning_rate():
     """mmd_gan's Stacked Digits recipe: Adam 1e-3 (151 -> 878 confident modes, seed 0, README
     "Stacked Digits"), batch 64; other image data keep Binkowski et al.'s 1e-4, and the command
     line wins."""
-    from conftest import compose_train
-
     digits = compose_train(["model=mmd_gan", "dataset=stacked_digits"])
     cifar = compose_train(["model=mmd_gan", "dataset=cifar10"])
     mine = compose_train(["model=mmd_gan", "dataset=stacked_digits", "model.lr=3e-4"])
@@ -290,8 +287,6 @@ def test_ratio_matching_recipe_adds_the_r1_penalty():
     """ratio_matching's Stacked Digits recipe: R1 γ 1 (seed 0: 5 confident modes without it
     after 12000 steps, 635 with it at 4000; README "Stacked Digits"), batch 64; its model file
     keeps no penalty for other image data, and the command line wins."""
-    from conftest import compose_train
-
     digits = compose_train(["model=ratio_matching", "dataset=stacked_digits"])
     cifar = compose_train(["model=ratio_matching", "dataset=cifar10"])
     mine = compose_train(["model=ratio_matching", "dataset=stacked_digits", "model.r1_gamma=0"])
