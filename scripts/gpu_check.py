@@ -8,6 +8,16 @@ and the next check still runs:
     DCGAN 64 px fp32, DCGAN with igm's bf16 + channels_last), with the speed targets;
   - DDP with nccl through torchrun on 2 GPUs (skipped with fewer).
 Without CUDA (or with --cpu) the checks that need it say "skipped: no CUDA" and the rest run tiny.
+`--only pytest,matched` runs some checks (names: CHECK_NAMES), to rerun what failed.
+
+The time limits and what runs on a GPU come from the first run on a GPU (one H100, 2026-11-27),
+where every process paid ~15 s of start-up (importing torch, CUDA's context) and the first
+limits, set without a GPU, stopped every check: the CUDA tests took ~150 s one at a time (so
+they run on 4 pytest-xdist workers when it is installed), each speed switch 15-55 s, each
+matched row ~100 s (four processes). On a GPU the image benchmarks time the switches that
+matter (fp16 is refused with the benchmark's gradient penalty, and compile alone is left out:
+bf16 + compile + channels_last keeps it), and the matched comparisons run the two rows with
+targets; `scripts/bench_toy.py --device cuda` runs all four.
 
 The table is printed and written to $OUT/gpu_check.md when OUT is set (else ./gpu_check.md);
 each check's full output goes to gpu_check_logs/ beside it, the benchmarks' own tables too.
@@ -19,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import json
 import os
 import re
@@ -35,12 +46,17 @@ from igm_command import igm_command  # scripts/igm_command.py
 ROOT = Path(__file__).resolve().parent.parent
 SKIP_CUDA = "skipped: no CUDA"
 
-# Seconds per check on a GPU; their sum with 1 GPU (no DDP) is 7.5 minutes, the worst case.
-TIMEOUTS_GPU = {"pytest": 90, "images_dcgan": 95, "images_resnet": 115, "matched": 150,
+# Seconds per check on a GPU; their sum with 1 GPU (no DDP) is 9.7 minutes, the worst case
+# (expected ~8: the parts measured on the H100 add up to ~470 s).
+TIMEOUTS_GPU = {"pytest": 120, "images_dcgan": 120, "images_resnet": 120, "matched": 220,
                 "ddp": 60}
 TIMEOUTS_CPU = {"pytest": 60, "images_dcgan": 120, "images_resnet": 120, "matched": 300,
                 "ddp": 60}
 TARGETS = {"wgan_gp": 1.5, "dcgan_fast": 1.5}  # igm / reference on the GPU
+CHECK_NAMES = ("pytest", "images_dcgan", "images_resnet", "matched", "ddp")
+IMAGE_CONFIGS_GPU = {"dcgan": "off,channels_last,bf16,bf16+compile+channels_last",
+                     "resnet": "off,bf16,bf16+compile+channels_last"}
+MATCHED_ROWS_GPU = ("wgan_gp", "dcgan_fast")  # the rows with targets
 
 
 
@@ -77,7 +93,8 @@ def failure(code: int | None, output: str, timeout: float) -> str:
 def check_pytest(cuda: bool, timeout: float, logs: Path) -> tuple[str, str]:
     if not cuda:
         return SKIP_CUDA, "the gpu-marked tests skip themselves without CUDA"
-    code, output, seconds = run([sys.executable, "-m", "pytest", "-m", "gpu", "-q",
+    workers = ["-n", "4"] if importlib.util.find_spec("xdist") else []
+    code, output, seconds = run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", *workers,
                                  "-p", "no:cacheprovider", "tests"], timeout, logs / "pytest.log")
     counts = ", ".join(re.findall(r"\d+ (?:passed|failed|skipped|errors?|xfailed|xpassed)",
                                   output.splitlines()[-1] if output.strip() else ""))
@@ -95,8 +112,8 @@ def check_images(arch: str, cuda: bool, timeout: float, logs: Path) -> tuple[str
     table = logs / f"bench_images_{arch}.json"
     table.unlink(missing_ok=True)  # never read an earlier run's numbers
     if cuda:  # every switch; the per-switch limit keeps one slow compilation from eating the rest
-        args = ["--device", "cuda", "--steps", "120", "--measure", "40", "--batch", "64",
-                "--timeout", str(int(timeout / 2))]
+        args = ["--device", "cuda", "--configs", IMAGE_CONFIGS_GPU[arch], "--steps", "120",
+                "--measure", "40", "--batch", "64", "--timeout", str(int(timeout / 2))]
     else:
         args = ["--device", "cpu", "--configs", "off", "--steps", "1", "--measure", "1",
                 "--batch", "2", "--threads", "1"]
@@ -143,6 +160,7 @@ def check_matched(cuda: bool, timeout: float, logs: Path) -> list[tuple[str, str
     table = logs / "bench_toy.json"
     table.unlink(missing_ok=True)
     if cuda:
+        rows = list(MATCHED_ROWS_GPU)
         args = ["--device", "cuda", "--repeats", "1", "--timeout", str(int(timeout / 3))]
     else:  # tiny: one run per side, start-up included; bf16 + channels_last is for GPUs
         rows.remove("dcgan_fast")
@@ -155,7 +173,8 @@ def check_matched(cuda: bool, timeout: float, logs: Path) -> list[tuple[str, str
     out = []
     for name, title in MATCHED_TITLES.items():
         if name not in rows:
-            out.append((title, SKIP_CUDA, ""))
+            out.append((title, f"not run: python scripts/bench_toy.py --device cuda --rows {name}"
+                        if cuda else SKIP_CUDA, ""))
             continue
         if name not in results:
             out.append((title, failure(code, output, timeout), ""))
@@ -224,11 +243,24 @@ def header(cuda: bool, gpus: int) -> str:
             f"{os.cpu_count()} CPU cores)")
 
 
+def only_checks(text: str) -> tuple[str, ...]:
+    """--only's value: known check names, in the table's order."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in CHECK_NAMES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown check {bad[0] if bad else repr(text)}; choose from {', '.join(CHECK_NAMES)}")
+    return tuple(n for n in CHECK_NAMES if n in names)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu", action="store_true", help="CPU mode even when CUDA is present")
     parser.add_argument("--out", type=Path, help="the table file (default $OUT/gpu_check.md, "
                         "else ./gpu_check.md)")
+    parser.add_argument("--only", type=only_checks, default=CHECK_NAMES, metavar="NAMES",
+                        help=f"comma-separated checks to run, from: {', '.join(CHECK_NAMES)} "
+                        "(default: all)")
     args = parser.parse_args()
     out = args.out or Path(os.environ.get("OUT") or ".") / "gpu_check.md"
     out = out.resolve()
@@ -250,16 +282,22 @@ def main() -> None:
         print(f"[{time.perf_counter() - started:5.0f} s] {check}: {result}  {numbers}",
               file=sys.stderr, flush=True)
 
-    add("pytest -m gpu", *check_pytest(cuda, limits["pytest"], logs))
+    if "pytest" in args.only:
+        add("pytest -m gpu", *check_pytest(cuda, limits["pytest"], logs))
     for arch in ("dcgan", "resnet"):
-        add(f"bench_images {arch} 32 px", *check_images(arch, cuda, limits[f"images_{arch}"],
-                                                        logs))
-    for row in check_matched(cuda, limits["matched"], logs):
-        add(*row)
-    add("DDP nccl, torchrun --nproc_per_node=2", *check_ddp(cuda, gpus, limits["ddp"], logs))
+        if f"images_{arch}" in args.only:
+            add(f"bench_images {arch} 32 px",
+                *check_images(arch, cuda, limits[f"images_{arch}"], logs))
+    if "matched" in args.only:
+        for row in check_matched(cuda, limits["matched"], logs):
+            add(*row)
+    if "ddp" in args.only:
+        add("DDP nccl, torchrun --nproc_per_node=2", *check_ddp(cuda, gpus, limits["ddp"], logs))
 
+    flags = (" --cpu" if args.cpu else "") + (
+        f" --only {','.join(args.only)}" if args.only != CHECK_NAMES else "")
     table = [f"# {header(cuda, gpus)}", "",
-             f"`scripts/gpu_check.sh{' --cpu' if args.cpu else ''}`, "
+             f"`scripts/gpu_check.sh{flags}`, "
              f"{time.perf_counter() - started:.0f} s; logs and the benchmarks' own tables in "
              f"{logs.name}/.", "", "| check | result | numbers |", "|---|---|---|"]
     table += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]

@@ -5,6 +5,7 @@ the `gpu` marker (tests that need CUDA skip themselves without it)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import re
@@ -207,6 +208,59 @@ def test_gpu_check_keeps_bench_toy_table_that_parses(gpu_check_cpu):
     assert "igm's critic has no batch norm" in table  # the DCGAN caption
     images = (out / "gpu_check_logs/bench_images_resnet.md").read_text()
     assert table_rows(images)[0][0] == "off"
+
+
+def test_gpu_check_only_runs_the_named_checks(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPTS / "gpu_check.py"), "--cpu", "--only",
+                           "ddp,pytest"], cwd=tmp_path, env={**os.environ, "OUT": str(tmp_path)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    written = (tmp_path / "gpu_check.md").read_text()
+    assert [row[0] for row in table_rows(written)] == [CHECKS[0], CHECKS[7]]  # table order
+    assert "`scripts/gpu_check.sh --cpu --only pytest,ddp`" in written
+
+
+def test_gpu_check_refuses_an_unknown_check_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPTS / "gpu_check.py"), "--cpu", "--only",
+                           "pytest,bogus"], cwd=tmp_path, env={**os.environ, "OUT": str(tmp_path)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert ("unknown check bogus; choose from pytest, images_dcgan, images_resnet, matched, ddp"
+            in done.stderr)
+    assert not (tmp_path / "gpu_check.md").exists()
+
+
+def test_gpu_check_gpu_mode_runs_what_its_time_limits_were_set_for(tmp_path, monkeypatch):
+    """The GPU branch, driven on the CPU with the benchmarks replaced by their JSON: the image
+    switches and matched rows it asks for exist, rows left out say how to run them, targets are
+    judged, and the limits fit one 10-minute device call."""
+    check = load(SCRIPTS / "gpu_check.py")
+    images, toy = load(SCRIPTS / "bench_images.py"), load(SCRIPTS / "bench_toy.py")
+    for names in check.IMAGE_CONFIGS_GPU.values():
+        assert set(names.split(",")) <= set(images.CONFIGS)
+    assert set(check.TARGETS) <= set(check.MATCHED_ROWS_GPU) <= set(toy.ROWS)
+    assert sum(v for k, v in check.TIMEOUTS_GPU.items() if k != "ddp") <= 590
+    commands = []
+
+    def fake_run(cmd, timeout, log):
+        commands.append(cmd)
+        rows = cmd[cmd.index("--rows") + 1].split(",")
+        ratios = {"wgan_gp": 0.7, "dcgan_fast": 1.6}
+        Path(cmd[cmd.index("--json") + 1]).write_text(json.dumps([
+            {"row": r, "igm": {"s_per_step": 0.01}, "reference": {"s_per_step": 0.01 * ratios[r]},
+             "ratio": ratios[r]} for r in rows]))
+        return 0, "", 1.0
+
+    monkeypatch.setattr(check, "run", fake_run)
+    results = {title: (result, numbers) for title, result, numbers
+               in check.check_matched(True, 220, tmp_path)}
+    assert "--rows" in commands[0] and commands[0][commands[0].index("--rows") + 1] == \
+        "wgan_gp,dcgan_fast"
+    assert results[CHECKS[3]] == ("not run: python scripts/bench_toy.py --device cuda --rows gan",
+                                  "")
+    result, numbers = results[CHECKS[4]]
+    assert result == "below target" and "igm / reference 0.70 (target >= 1.5)" in numbers
+    assert results[CHECKS[6]][0] == "target met"
 
 
 # ----------------------------------------------------------------------------
