@@ -6,6 +6,7 @@ and the next check still runs:
   - scripts/bench_images.py on dcgan and on resnet at 32 px, every speed switch;
   - scripts/bench_toy.py on the GPU: igm against hand-written loops (toy GAN, toy WGAN-GP,
     DCGAN 64 px fp32, DCGAN with igm's bf16 + channels_last), with the speed targets;
+  - scripts/sync_audit.py: the host syncs in igm's toy WGAN-GP step, by source line;
   - DDP with nccl through torchrun on 2 GPUs (skipped with fewer).
 Without CUDA (or with --cpu) the checks that need it say "skipped: no CUDA" and the rest run tiny.
 `--only pytest,matched` runs some checks (names: CHECK_NAMES), to rerun what failed.
@@ -17,7 +18,9 @@ they run on 4 pytest-xdist workers when it is installed), each speed switch 15-5
 matched row ~100 s (four processes). On a GPU the image benchmarks time the switches that
 matter (fp16 is refused with the benchmark's gradient penalty, and compile alone is left out:
 bf16 + compile + channels_last keeps it), and the matched comparisons run the two rows with
-targets; `scripts/bench_toy.py --device cuda` runs all four.
+targets; `scripts/bench_toy.py --device cuda` runs all four. `scripts/sync_audit.py` then
+counts the host syncs in igm's toy WGAN-GP step by source line (that row was 0.70x the
+hand-written loop's speed on the GPU, though level on the CPU).
 
 The table is printed and written to $OUT/gpu_check.md when OUT is set (else ./gpu_check.md);
 each check's full output goes to gpu_check_logs/ beside it, the benchmarks' own tables too.
@@ -46,16 +49,16 @@ from igm_command import igm_command  # scripts/igm_command.py
 ROOT = Path(__file__).resolve().parent.parent
 SKIP_CUDA = "skipped: no CUDA"
 
-# Seconds per check on a GPU; their sum with 1 GPU (no DDP) is 9.7 minutes, the worst case
+# Seconds per check on a GPU; their sum with 1 GPU (no DDP) is 9.8 minutes, the worst case
 # (expected ~8: the parts measured on the H100 add up to ~470 s).
-TIMEOUTS_GPU = {"pytest": 120, "images_dcgan": 120, "images_resnet": 120, "matched": 220,
-                "ddp": 60}
+TIMEOUTS_GPU = {"pytest": 110, "images_dcgan": 110, "images_resnet": 110, "matched": 220,
+                "syncs": 40, "ddp": 60}
 TIMEOUTS_CPU = {"pytest": 60, "images_dcgan": 120, "images_resnet": 120, "matched": 300,
-                "ddp": 60}
+                "syncs": 60, "ddp": 60}
 TARGETS = {"wgan_gp": 1.5, "dcgan_fast": 1.5}  # igm / reference on the GPU
-CHECK_NAMES = ("pytest", "images_dcgan", "images_resnet", "matched", "ddp")
+CHECK_NAMES = ("pytest", "images_dcgan", "images_resnet", "matched", "syncs", "ddp")
 IMAGE_CONFIGS_GPU = {"dcgan": "off,channels_last,bf16,bf16+compile+channels_last",
-                     "resnet": "off,bf16,bf16+compile+channels_last"}
+                     "resnet": "off,bf16+compile+channels_last"}
 MATCHED_ROWS_GPU = ("wgan_gp", "dcgan_fast")  # the rows with targets
 
 
@@ -201,6 +204,23 @@ def check_matched(cuda: bool, timeout: float, logs: Path) -> list[tuple[str, str
     return out
 
 
+def check_syncs(cuda: bool, timeout: float, logs: Path) -> tuple[str, str]:
+    """scripts/sync_audit.py on the toy WGAN-GP row: the host syncs in igm's step, by line."""
+    if not cuda:
+        return SKIP_CUDA, ""
+    table = logs / "syncs.json"
+    table.unlink(missing_ok=True)
+    code, output, _ = run([sys.executable, "scripts/sync_audit.py", "--json", str(table)],
+                          timeout, logs / "syncs.log")
+    if code != 0 or not table.exists():
+        return failure(code, output, timeout), ""
+    syncs = json.loads(table.read_text())
+    if not syncs:
+        return "none", "no host sync in 50 generator steps"
+    return (f"{sum(syncs.values()):g} per step",
+            "; ".join(f"{n:g} at {site}" for site, n in list(syncs.items())[:3]))
+
+
 def check_ddp(cuda: bool, gpus: int, timeout: float, logs: Path) -> tuple[str, str]:
     if not cuda:
         return SKIP_CUDA, ""
@@ -291,6 +311,9 @@ def main() -> None:
     if "matched" in args.only:
         for row in check_matched(cuda, limits["matched"], logs):
             add(*row)
+    if "syncs" in args.only:
+        add("host syncs per toy WGAN-GP step (sync_audit.py)",
+            *check_syncs(cuda, limits["syncs"], logs))
     if "ddp" in args.only:
         add("DDP nccl, torchrun --nproc_per_node=2", *check_ddp(cuda, gpus, limits["ddp"], logs))
 

@@ -152,9 +152,10 @@ CHECKS = [
     "matched: toy WGAN-GP vs the authors' recipe loop",
     "matched: DCGAN 64 px fp32 vs pytorch/examples",
     "matched: DCGAN 64 px, igm bf16 + channels_last vs pytorch/examples",
+    "host syncs per toy WGAN-GP step (sync_audit.py)",
     "DDP nccl, torchrun --nproc_per_node=2",
 ]
-NEEDS_CUDA = {CHECKS[0], CHECKS[6], CHECKS[7]}
+NEEDS_CUDA = {CHECKS[0], CHECKS[6], CHECKS[7], CHECKS[8]}
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +217,7 @@ def test_gpu_check_only_runs_the_named_checks(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     written = (tmp_path / "gpu_check.md").read_text()
-    assert [row[0] for row in table_rows(written)] == [CHECKS[0], CHECKS[7]]  # table order
+    assert [row[0] for row in table_rows(written)] == [CHECKS[0], CHECKS[8]]  # table order
     assert "`scripts/gpu_check.sh --cpu --only pytest,ddp`" in written
 
 
@@ -225,8 +226,8 @@ def test_gpu_check_refuses_an_unknown_check_in_one_line(tmp_path):
                            "pytest,bogus"], cwd=tmp_path, env={**os.environ, "OUT": str(tmp_path)},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert ("unknown check bogus; choose from pytest, images_dcgan, images_resnet, matched, ddp"
-            in done.stderr)
+    assert ("unknown check bogus; choose from pytest, images_dcgan, images_resnet, matched, syncs, "
+            "ddp" in done.stderr)
     assert not (tmp_path / "gpu_check.md").exists()
 
 
@@ -242,8 +243,13 @@ def test_gpu_check_gpu_mode_runs_what_its_time_limits_were_set_for(tmp_path, mon
     assert sum(v for k, v in check.TIMEOUTS_GPU.items() if k != "ddp") <= 590
     commands = []
 
+    syncs = {}
+
     def fake_run(cmd, timeout, log):
         commands.append(cmd)
+        if "scripts/sync_audit.py" in cmd:
+            Path(cmd[cmd.index("--json") + 1]).write_text(json.dumps(syncs))
+            return 0, "", 1.0
         rows = cmd[cmd.index("--rows") + 1].split(",")
         ratios = {"wgan_gp": 0.7, "dcgan_fast": 1.6}
         Path(cmd[cmd.index("--json") + 1]).write_text(json.dumps([
@@ -261,6 +267,37 @@ def test_gpu_check_gpu_mode_runs_what_its_time_limits_were_set_for(tmp_path, mon
     result, numbers = results[CHECKS[4]]
     assert result == "below target" and "igm / reference 0.70 (target >= 1.5)" in numbers
     assert results[CHECKS[6]][0] == "target met"
+    assert check.check_syncs(True, 40, tmp_path) == ("none", "no host sync in 50 generator steps")
+    syncs["igm_cli/data/toy.py:77 mode = torch.multinomial(...)"] = 5.0
+    assert check.check_syncs(True, 40, tmp_path) == (
+        "5 per step", "5 at igm_cli/data/toy.py:77 mode = torch.multinomial(...)")
+
+
+# ----------------------------------------------------------------------------
+# scripts/sync_audit.py (its counting needs CUDA; here a planted warning stands in for a sync)
+
+def test_sync_audit_names_the_igm_line_that_syncs_and_counts_per_step():
+    driver = f"""
+import json, sys, warnings
+sys.path.insert(0, {str(SCRIPTS)!r})
+import sync_audit
+from igm_cli.data import toy
+original = toy.GaussianModes.sample
+def syncing(self, n, generator):
+    warnings.warn("called a synchronizing CUDA operation")
+    return original(self, n, generator)
+toy.GaussianModes.sample = syncing
+syncs = sync_audit.audit(["model=wgan_gp", "dataset=ring8", "arch.hidden=16",
+                          "train.batch_size=16", "eval.n_samples=200", "eval.plot=false"], "cpu")
+print("SYNCS", json.dumps(syncs))
+"""
+    done = subprocess.run([sys.executable, "-c", driver], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("SYNCS "))
+    [(site, per_step)] = json.loads(line[len("SYNCS "):]).items()
+    assert site.startswith("igm_cli/trainer.py:") and "dataset.sample(" in site, site
+    assert per_step == 6  # each generator step draws data 5 times for the critic, once for G
 
 
 # ----------------------------------------------------------------------------
