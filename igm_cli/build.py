@@ -128,9 +128,10 @@ def make_optimizer(kind: str, params, lr: float, betas) -> torch.optim.Optimizer
     """Adam is ``fused``: one kernel per parameter for the whole update, on the CPU as on a GPU
     (torch's CPU default runs ~10 small ops per parameter): 0.5-1 ms less per step of the toy
     recipe. It computes the same update in another order, so weights differ from the
-    for-loop or ``foreach`` Adam by round-off. RMSprop has no fused kernel: ``foreach``."""
+    for-loop or ``foreach`` Adam by round-off. RMSprop has no fused kernel: ``foreach``. Betas
+    are made floats: `model.betas=[0,0.99]` gives an int beside a float, which torch refuses."""
     if kind == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=True)
+        return torch.optim.Adam(params, lr=lr, betas=tuple(float(b) for b in betas), fused=True)
     if kind == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, foreach=True)
     raise IgmError(f"unknown model.optimizer '{kind}'; choose from: {', '.join(OPTIMIZERS)}")

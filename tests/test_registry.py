@@ -1,8 +1,9 @@
 from pathlib import Path
 
 import pytest
+import torch
 
-from igm_cli.build import registries
+from igm_cli.build import make_optimizer, registries
 from igm_cli.cli import config_dir
 from igm_cli.errors import IgmError
 from igm_cli.estimate import IPMS
@@ -78,3 +79,13 @@ def test_every_model_composes_with_its_recipes(dataset):
         for model in registries()["model"].names():
             cfg = compose("train", overrides=[f"model={model}", f"dataset={dataset}"])
             assert cfg.model.name == model and cfg.dataset.name == dataset
+
+
+def test_adam_takes_integer_betas_as_typed_on_the_command_line():
+    """`model.betas=[0,0.99]` (β1 = 0, StyleGAN2's setting, as a user types it) reaches the
+    optimiser as an int and a float; torch's Adam refuses that mix ("betas must be either both
+    floats or both Tensors"), so igm hands it floats."""
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    adam = make_optimizer("adam", params, 1e-3, [0, 0.99])
+    assert adam.param_groups[0]["betas"] == (0.0, 0.99)
+    assert all(isinstance(b, float) for b in adam.param_groups[0]["betas"])
