@@ -17,18 +17,27 @@ default, ``eval.confidence``). Logged metrics:
   features (128 per channel, the three channels concatenated) of real and generated images:
   an FID whose network was trained on this data.
 
-The classifier (``DigitClassifier``, a small MLP on one 8x8 channel) is trained once on the
-digits training split (the 297 held-out digits excluded), seeded, and cached on disk under
-``$XDG_CACHE_HOME/igm/`` (or ``~/.cache/igm/``), keyed by a hash of its training data, its
-hyperparameters and ``CLASSIFIER_VERSION``; it is loaded with ``weights_only=True``.
+The classifier (``DigitClassifier``, a small MLP on one 8x8 channel) was trained on the digits
+training split (the 297 held-out digits excluded), seeded, and ships with igm
+(``igm_cli/assets/digit_classifier.pt``, written by ``scripts/train_digit_classifier.py``), so
+that every machine labels with the same weights: the seeded training itself is not bitwise
+reproducible across CPUs or thread counts (98.99 % held out on one machine, 98.65 % on another;
+other weights with 1 and 2 threads on the same one), and a labeller that differs moves every
+Stacked Digits number. The shipped file carries the hash of the training data, the
+hyperparameters and ``CLASSIFIER_VERSION`` it was made from; if that does not match this copy
+of scikit-learn's digits, igm says so in one line and trains one, cached on disk under
+``$XDG_CACHE_HOME/igm/`` (or ``~/.cache/igm/``) with that hash. Both load with
+``weights_only=True``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +53,7 @@ from igm_cli.metrics.toy import histogram_kl
 CLASSIFIER_VERSION = 1  # bump when DigitClassifier or train_digit_classifier changes
 TRAINING = {"width": 512, "hidden": 128, "epochs": 30, "batch": 64, "lr": 3e-3, "shift": 1,
             "seed": 0}
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "digit_classifier.pt"
 CLASSES = 1000  # label triples of three digits
 METRIC_NAMES = ("modes", "kl_modes", "confident", "confident_real", "modes_all", "kl_modes_all",
                 "fd")
@@ -138,16 +148,65 @@ def accuracy(net: DigitClassifier, images: Tensor, labels: Tensor) -> float:
     return (net(images).argmax(1) == labels).double().mean().item()
 
 
-def load_digit_classifier(cache: str | os.PathLike | None = None,
-                          warn=None) -> tuple[DigitClassifier, dict]:
-    """The digit classifier and its record {'heldout_accuracy', 'train_seconds', 'trained',
-    'path'}: loaded from ``cache`` (default ``cache_dir()``) if there, else trained (a few
-    seconds on one core), checked on the 297 held-out digits, and saved atomically (written to
-    a temporary file, then renamed). ``trained`` says whether this call trained it. An
-    unreadable cache file is trained anew and replaced; a cache that cannot be written is
-    skipped, after one ``warn`` line."""
+def shipped_classifier(path: str | os.PathLike = SHIPPED) -> tuple[DigitClassifier, dict]:
+    """The classifier file that ships with igm: (net, {'heldout_accuracy', 'train_seconds',
+    'key'}), read with ``weights_only=True``. Raises OSError or a torch/pickle error when the
+    file is missing or unreadable."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    net = DigitClassifier(TRAINING["width"], TRAINING["hidden"])
+    net.load_state_dict(saved["state_dict"])
+    return net.eval().requires_grad_(False), {
+        "heldout_accuracy": float(saved["heldout_accuracy"]),
+        "train_seconds": float(saved["train_seconds"]), "key": str(saved["key"])}
+
+
+def write_shipped_classifier(path: str | os.PathLike = SHIPPED) -> dict:
+    """Train the classifier on one thread (``TRAINING``) and write it with its record and the
+    ``classifier_key`` of its data to ``path``: what ``scripts/train_digit_classifier.py`` does
+    to make the shipped file. Returns the record."""
     train, train_labels, heldout, heldout_labels = _digit_splits()
-    path = Path(cache or cache_dir()) / f"digit_classifier-{classifier_key(train, train_labels)}.pt"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        start = time.perf_counter()
+        net = train_digit_classifier(train, train_labels, **TRAINING)
+        seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    record = {"heldout_accuracy": accuracy(net, heldout, heldout_labels),
+              "train_seconds": seconds, "key": classifier_key(train, train_labels)}
+    torch.save({"state_dict": net.state_dict(), **record}, path)
+    return record
+
+
+def load_digit_classifier(cache: str | os.PathLike | None = None, warn=None,
+                          shipped: str | os.PathLike | None = SHIPPED
+                          ) -> tuple[DigitClassifier, dict]:
+    """The digit classifier and its record {'heldout_accuracy', 'train_seconds', 'trained',
+    'path'}: the ``shipped`` file when it was made from this copy of the digits (its key
+    matches ``classifier_key``); else, after one ``warn`` line, the one cached in ``cache``
+    (default ``cache_dir()``) if there, else trained (a few seconds on one core), checked on
+    the 297 held-out digits, and saved atomically (written to a temporary file, then renamed).
+    ``trained`` says whether this call trained it. An unreadable cache file is trained anew
+    and replaced; a cache that cannot be written is skipped, after one ``warn`` line.
+    ``shipped=None`` skips the shipped file (the tests of training and caching)."""
+    train, train_labels, heldout, heldout_labels = _digit_splits()
+    key = classifier_key(train, train_labels)
+    if shipped is not None:
+        try:
+            net, record = shipped_classifier(shipped)
+            problem = None if record["key"] == key else "was made from other digits"
+        except Exception as e:  # missing or damaged: say so, then train as before
+            problem = f"cannot be read ({type(e).__name__})"
+        if problem is None:
+            return net, {"heldout_accuracy": record["heldout_accuracy"],
+                         "train_seconds": record["train_seconds"], "trained": False,
+                         "path": str(shipped)}
+        if warn:
+            warn(f"igm: warning: the digit classifier shipped with igm ({shipped}) {problem}; "
+                 f"using one trained on this machine, so Stacked Digits numbers will differ "
+                 f"slightly from the README's")
+    path = Path(cache or cache_dir()) / f"digit_classifier-{key}.pt"
     net = DigitClassifier(TRAINING["width"], TRAINING["hidden"])
     if path.is_file():
         try:
@@ -315,8 +374,10 @@ class DigitFeatures(nn.Module):
 @FEATURES.register("digits", "the Stacked Digits classifier: 3 x 128 features, 3 x 10 logits "
                    "(dataset=stacked_digits only)")
 def build_digit_features(weights: str | None, device) -> nn.Module:
-    """``DigitFeatures`` of the cached classifier (``weights`` is not used)."""
-    return DigitFeatures(load_digit_classifier()[0]).to(device).eval()
+    """``DigitFeatures`` of the shipped classifier (``weights`` is not used); a classifier that
+    had to be trained here is said on stderr."""
+    warn = partial(print, file=sys.stderr, flush=True)
+    return DigitFeatures(load_digit_classifier(warn=warn)[0]).to(device).eval()
 
 
 def _digits_and_probabilities(logits: Tensor) -> tuple[Tensor, Tensor]:
