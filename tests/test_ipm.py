@@ -232,23 +232,36 @@ def test_ratio_matching_gets_no_generator_gradient_from_total_variation():
         RatioMatching("total_variation")
 
 
-@pytest.mark.parametrize("model", ["gan", "gan_minimax", "fgan", "fgan_ratio", "wgan_gp", "gmmn",
-                                   "ratio_matching"])
+# grid25's recipes (README, "grid25"): (batch size, steps) per model.
+GRID25_RECIPES = {"gan": (512, 10000), "gan_minimax": (512, 10000), "fgan": (512, 10000),
+                  "fgan_ratio": (512, 10000), "gmmn": (512, 10000), "ratio_matching": (512, 10000),
+                  "wgan_gp": (512, 15000), "mmd_gan": (256, 10000), "alpha_gan": (512, 15000)}
+
+
+@pytest.mark.parametrize("model", list(GRID25_RECIPES))
 def test_grid25_recipe_gives_relu_networks(model):
-    """grid25's recipes (README, "grid25"): ReLU networks, batch 512, 10000 steps (wgan_gp 15000:
-    hq 0.875-0.895 at 10000, 0.9 is its bar); other points and wgan (clipping, no grid25 recipe)
-    keep LeakyReLU; the command line wins."""
+    """grid25's recipes (README, "grid25"): ReLU networks, batch 512 (mmd_gan 256: its Gram
+    matrices cost batch²), 10000 steps (wgan_gp 15000: hq 0.875-0.895 at 10000, 0.9 is its bar;
+    alpha_gan 15000: hq 0.24 and 0.10 on seeds 1, 2 at 10000); other points and wgan (clipping,
+    no grid25 recipe) keep LeakyReLU; the command line wins."""
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         grid = compose("train", overrides=[f"model={model}", "dataset=grid25"])
         ring = compose("train", overrides=[f"model={model}", "dataset=ring8"])
         mine = compose("train", overrides=[f"model={model}", "dataset=grid25",
                                            "arch.activation=leaky_relu"])
         other = compose("train", overrides=["model=wgan", "dataset=grid25"])
-    steps = 15000 if model == "wgan_gp" else 10000
-    assert (grid.arch.activation, grid.train.batch_size, grid.train.steps) == ("relu", 512, steps)
+    batch, steps = GRID25_RECIPES[model]
+    assert (grid.arch.activation, grid.train.batch_size, grid.train.steps) == ("relu", batch, steps)
     assert grid.train.recipe_steps == steps
-    assert ring.arch.activation == "leaky_relu" and ring.train.batch_size < 512
+    assert ring.arch.activation == "leaky_relu" and ring.train.batch_size < batch
     assert mine.arch.activation == "leaky_relu" and other.arch.activation == "leaky_relu"
+    if model == "mmd_gan":  # Binkowski et al.'s kernel on grid25, the RBF mixture on other points
+        assert (grid.model.kernel, ring.model.kernel) == ("rational_quadratic", "rbf")
+        assert grid.model.lr == ring.model.lr == 1e-3
+    if model == "alpha_gan":  # the GAN family's terms and Stacked Digits optimiser, λ 1 kept
+        assert (grid.model.adversarial, ring.model.adversarial) == ("nonsaturating", "ratio")
+        assert (list(grid.model.betas), grid.model.r1_gamma) == ([0.0, 0.99], 0.1)
+        assert grid.model.lambda_rec == ring.model.lambda_rec == 1.0
     if model == "ratio_matching":  # the GAN family's R1 steadies it (unstable without)
         assert grid.model.r1_gamma == 1.0 and ring.model.r1_gamma == 0.0
     if model == "wgan_gp":  # on top of its points recipe
