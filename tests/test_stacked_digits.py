@@ -195,6 +195,24 @@ def test_every_machine_labels_with_the_shipped_classifier(tmp_path, monkeypatch)
     assert accuracy >= 0.97 and record["heldout_accuracy"] == accuracy
 
 
+def test_the_script_writes_a_classifier_that_loads_as_the_shipped_one(tmp_path, monkeypatch):
+    """scripts/train_digit_classifier.py's writer: one thread (the caller's count restored), a
+    file with the data's key that ``load_digit_classifier`` takes as shipped, >= 97 % held out.
+    (Not compared with the shipped weights: another CPU trains other ones, the reason it ships.)"""
+    def no_training(*args, **kwargs):
+        raise AssertionError("a fitting shipped file was trained again")
+
+    threads = torch.get_num_threads()
+    path = tmp_path / "classifier.pt"
+    record = digit_metrics.write_shipped_classifier(path)
+    assert torch.get_num_threads() == threads
+    assert record["key"] == digit_metrics.shipped_classifier()[1]["key"]
+    assert record["heldout_accuracy"] >= 0.97
+    monkeypatch.setattr(digit_metrics, "train_digit_classifier", no_training)
+    _, loaded = load_digit_classifier(tmp_path / "cache", shipped=path)
+    assert loaded["path"] == str(path) and loaded["heldout_accuracy"] == record["heldout_accuracy"]
+
+
 @pytest.mark.parametrize("damage", ["missing", "other digits", "not a torch file"])
 def test_a_shipped_classifier_that_does_not_fit_is_said_and_replaced(damage, tmp_path,
                                                                      monkeypatch):
