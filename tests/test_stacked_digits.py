@@ -206,7 +206,7 @@ def test_the_script_writes_a_classifier_that_loads_as_the_shipped_one(tmp_path, 
     path = tmp_path / "classifier.pt"
     record = digit_metrics.write_shipped_classifier(path)
     assert torch.get_num_threads() == threads
-    assert record["key"] == digit_metrics.shipped_classifier()[1]["key"]
+    assert record["key"] == digit_metrics.read_classifier(digit_metrics.SHIPPED)[1]["key"]
     assert record["heldout_accuracy"] >= 0.97
     monkeypatch.setattr(digit_metrics, "train_digit_classifier", no_training)
     _, loaded = load_digit_classifier(tmp_path / "cache", shipped=path)

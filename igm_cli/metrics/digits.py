@@ -148,33 +148,43 @@ def accuracy(net: DigitClassifier, images: Tensor, labels: Tensor) -> float:
     return (net(images).argmax(1) == labels).double().mean().item()
 
 
-def shipped_classifier(path: str | os.PathLike = SHIPPED) -> tuple[DigitClassifier, dict]:
-    """The classifier file that ships with igm: (net, {'heldout_accuracy', 'train_seconds',
-    'key'}), read with ``weights_only=True``. Raises OSError or a torch/pickle error when the
-    file is missing or unreadable."""
+def read_classifier(path: str | os.PathLike) -> tuple[DigitClassifier, dict]:
+    """A classifier file, shipped or cached, read with ``weights_only=True``: (net,
+    {'heldout_accuracy', 'train_seconds'}, and 'key' when the file carries one). Raises OSError
+    or a torch/pickle error when the file is missing or unreadable."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
     net = DigitClassifier(TRAINING["width"], TRAINING["hidden"])
     net.load_state_dict(saved["state_dict"])
-    return net.eval().requires_grad_(False), {
-        "heldout_accuracy": float(saved["heldout_accuracy"]),
-        "train_seconds": float(saved["train_seconds"]), "key": str(saved["key"])}
+    record = {"heldout_accuracy": float(saved["heldout_accuracy"]),
+              "train_seconds": float(saved["train_seconds"])}
+    if "key" in saved:
+        record["key"] = str(saved["key"])
+    return net.eval().requires_grad_(False), record
+
+
+def _train_and_check(train: Tensor, train_labels: Tensor, heldout: Tensor,
+                     heldout_labels: Tensor) -> tuple[DigitClassifier, dict]:
+    """The classifier trained with ``TRAINING`` and its record {'heldout_accuracy',
+    'train_seconds'} (accuracy on the held-out digits)."""
+    start = time.perf_counter()
+    net = train_digit_classifier(train, train_labels, **TRAINING)
+    seconds = time.perf_counter() - start
+    return net, {"heldout_accuracy": accuracy(net, heldout, heldout_labels),
+                 "train_seconds": seconds}
 
 
 def write_shipped_classifier(path: str | os.PathLike = SHIPPED) -> dict:
-    """Train the classifier on one thread (``TRAINING``) and write it with its record and the
+    """Train the classifier on one thread and write it with its record and the
     ``classifier_key`` of its data to ``path``: what ``scripts/train_digit_classifier.py`` does
     to make the shipped file. Returns the record."""
     train, train_labels, heldout, heldout_labels = _digit_splits()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        start = time.perf_counter()
-        net = train_digit_classifier(train, train_labels, **TRAINING)
-        seconds = time.perf_counter() - start
+        net, record = _train_and_check(train, train_labels, heldout, heldout_labels)
     finally:
         torch.set_num_threads(threads)
-    record = {"heldout_accuracy": accuracy(net, heldout, heldout_labels),
-              "train_seconds": seconds, "key": classifier_key(train, train_labels)}
+    record["key"] = classifier_key(train, train_labels)
     torch.save({"state_dict": net.state_dict(), **record}, path)
     return record
 
@@ -194,42 +204,32 @@ def load_digit_classifier(cache: str | os.PathLike | None = None, warn=None,
     key = classifier_key(train, train_labels)
     if shipped is not None:
         try:
-            net, record = shipped_classifier(shipped)
-            problem = None if record["key"] == key else "was made from other digits"
+            net, record = read_classifier(shipped)
+            problem = None if record.get("key") == key else "was made from other digits"
         except Exception as e:  # missing or damaged: say so, then train as before
             problem = f"cannot be read ({type(e).__name__})"
         if problem is None:
-            return net, {"heldout_accuracy": record["heldout_accuracy"],
-                         "train_seconds": record["train_seconds"], "trained": False,
-                         "path": str(shipped)}
+            del record["key"]
+            return net, {**record, "trained": False, "path": str(shipped)}
         if warn:
             warn(f"igm: warning: the digit classifier shipped with igm ({shipped}) {problem}; "
                  f"using one trained on this machine, so Stacked Digits numbers will differ "
                  f"slightly from the README's")
     path = Path(cache or cache_dir()) / f"digit_classifier-{key}.pt"
-    net = DigitClassifier(TRAINING["width"], TRAINING["hidden"])
     if path.is_file():
         try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            net.load_state_dict(saved["state_dict"])
-            return net.eval().requires_grad_(False), {
-                "heldout_accuracy": float(saved["heldout_accuracy"]),
-                "train_seconds": float(saved["train_seconds"]), "trained": False,
-                "path": str(path)}
+            net, record = read_classifier(path)
+            return net, {**record, "trained": False, "path": str(path)}
         except Exception as e:  # truncated or foreign file: train again and replace it
             if warn:
                 warn(f"igm: warning: cannot read {path} ({type(e).__name__}); training the "
                      f"digit classifier again")
-    start = time.perf_counter()
-    net = train_digit_classifier(train, train_labels, **TRAINING)
-    seconds = time.perf_counter() - start
-    record = {"heldout_accuracy": accuracy(net, heldout, heldout_labels),
-              "train_seconds": seconds}
+    net, record = _train_and_check(train, train_labels, heldout, heldout_labels)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        torch.save({"state_dict": net.state_dict(), **record}, partial)
-        os.replace(partial, path)  # atomic: readers see the old file or the whole new one
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        torch.save({"state_dict": net.state_dict(), **record}, temporary)
+        os.replace(temporary, path)  # atomic: readers see the old file or the whole new one
     except OSError as e:
         if warn:
             warn(f"igm: warning: cannot cache the digit classifier in {path.parent} ({e})")
