@@ -49,9 +49,9 @@ def has_spectral_norm(layer: nn.Module) -> bool:
 
 
 @pytest.mark.parametrize("c", [1, 3])
-@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("name, size", [("dcgan", 8), ("dcgan", 32), ("dcgan", 64),
+                                        ("resnet", 32), ("resnet", 64)])
 @pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize("name", ARCHS_UNDER_TEST)
 def test_shapes_range_and_gradients(name, role, size, c):
     torch.manual_seed(0)
     arch = make(name)
@@ -127,7 +127,18 @@ def test_unsupported_shape_is_one_line_error(name, shape):
             arch.build(role, shape)
         message = str(err.value)
         assert "\n" not in message
-        assert str(shape) in message and "32 or 64" in message and name in message
+        assert str(shape) in message and name in message
+        assert ("8, 32 or 64" if name == "dcgan" else "32 or 64") in message
+
+
+def test_dcgan_at_8px_keeps_two_stride_2_layers():
+    """Stacked Digits' native 8 px: the generator grows a 2x2 map twice (DCGAN's 4x4 stem
+    would leave one layer), the critic halves twice to 2x2."""
+    arch = make("dcgan")
+    generator, critic = arch.build("generator", (3, 8, 8)), arch.build("critic", (3, 8, 8))
+    assert sum(isinstance(m, nn.ConvTranspose2d) for m in generator.modules()) == 2
+    assert [m.stride for m in critic.modules() if isinstance(m, nn.Conv2d)] == [(2, 2)] * 2
+    assert generator[1].shape == (2 * arch.channels, 2, 2)
 
 
 @pytest.mark.parametrize("name", ARCHS_UNDER_TEST)

@@ -1,4 +1,5 @@
-"""Convolutional networks for square 32x32 or 64x64 images: DCGAN and the CIFAR ResNet.
+"""Convolutional networks for square images: DCGAN (8, 32 or 64 px) and the CIFAR ResNet (32 or
+64 px).
 
 Both archs follow the interface of ``mlp``: constructed from the YAML keys of ``arch=NAME``,
 they expose ``z_dim`` and ``build(role, data_shape)`` with data_shape = (C, H, W). Roles:
@@ -30,6 +31,12 @@ from igm_cli.registry import ARCHS
 RESOLUTIONS = (32, 64)
 CRITIC_NORMS = ("none", "layer")
 ROLES = ("generator", "critic", "feature_critic", "encoder", "code_critic")
+
+
+def either(choices) -> str:
+    """'a, b or c' from the choices."""
+    *first, last = list(choices)
+    return f"{', '.join(first)} or {last}" if first else last
 
 
 def critic_norm_layer(kind: str, channels: int) -> nn.Module:
@@ -75,12 +82,16 @@ class ConvArch(ABC):
         self.spectral_norm, self.critic_norm = spectral_norm, critic_norm
         self.code_hidden, self.code_depth = code_hidden, code_depth
 
+    resolutions = RESOLUTIONS
+
     def image_size(self, data_shape: tuple[int, ...]) -> tuple[int, int]:
         """(channels, resolution) of square images, or a one-line IgmError."""
         shape = tuple(int(s) for s in data_shape)
-        if len(shape) != 3 or shape[0] < 1 or shape[1] != shape[2] or shape[1] not in RESOLUTIONS:
-            raise IgmError(f"arch={self.name} needs images of shape (C, 32, 32) or (C, 64, 64) "
-                           f"(dataset.resolution 32 or 64), got data shape {shape}")
+        sizes = self.resolutions
+        if len(shape) != 3 or shape[0] < 1 or shape[1] != shape[2] or shape[1] not in sizes:
+            shapes = either(f"(C, {r}, {r})" for r in sizes)
+            raise IgmError(f"arch={self.name} needs images of shape {shapes} (dataset.resolution "
+                           f"{either(map(str, sizes))}), got data shape {shape}")
         return shape[0], shape[1]
 
     def build(self, role: str, data_shape: tuple[int, ...]) -> nn.Module:
@@ -133,19 +144,22 @@ def dcgan_init(net: nn.Module) -> nn.Module:
     return net
 
 
-@ARCHS.register("dcgan", "DCGAN conv generator and critic for 32x32 or 64x64 images")
+@ARCHS.register("dcgan", "DCGAN conv generator and critic for 8, 32 or 64 px images")
 class DCGANArch(ConvArch):
-    """DCGAN (Radford et al. 2016) for 32x32 or 64x64 images.
+    """DCGAN (Radford et al. 2016) for 32x32 or 64x64 images, and 8x8 (Stacked Digits' native
+    size), where the smallest map is 2x2 instead of 4x4 so that the nets keep two stride-2 layers.
 
-    Generator: linear z -> 4x4 x W (W = channels*4 at 32 px, channels*8 at 64 px), batch norm,
+    Generator: linear z -> 4x4 x W (W = channels*4 at 32 px, channels*8 at 64 px; 2x2 x
+    channels*2 at 8 px), batch norm,
     ReLU; stride-2 4x4 transposed convs halving the width, each with batch norm and ReLU, up to
     half the resolution at width ``channels``; a last stride-2 transposed conv to the image's
     channels, tanh. Critic / encoder / feature critic: the mirror image, stride-2 4x4 convs
     (widths channels, 2*channels, ... to 4x4) with LeakyReLU(0.2), ``critic_norm`` after every
-    conv but the first, then a linear layer from the flattened 4x4 map to the output.
+    conv but the first, then a linear layer from the flattened 4x4 (2x2) map to the output.
     Initialisation: DCGAN's N(0, 0.02) (the code critic keeps PyTorch's default)."""
 
     name = "dcgan"
+    resolutions = (8, 32, 64)
 
     def __init__(self, z_dim: int = 128, channels: int = 64, features: int = 16,
                  spectral_norm: bool = False, critic_norm: str = "none",
@@ -153,12 +167,18 @@ class DCGANArch(ConvArch):
         super().__init__(z_dim, channels, features, spectral_norm, critic_norm,
                          code_hidden, code_depth)
 
+    @staticmethod
+    def stem(size: int) -> int:
+        """Side of the smallest feature map: 4 (DCGAN's) at 32 and 64 px, 2 at 8 px."""
+        return 2 if size == 8 else 4
+
     def generator(self, c: int, size: int) -> nn.Module:
-        steps = int(math.log2(size // 4))  # stride-2 layers from 4x4: 3 at 32 px, 4 at 64 px
+        stem = self.stem(size)
+        steps = int(math.log2(size // stem))  # stride-2 layers: 2 at 8 px, 3 at 32, 4 at 64
         width = self.channels * 2 ** (steps - 1)
         layers: list[nn.Module] = [
-            nn.Linear(self.z_dim, width * 16, bias=False),  # bias is redundant before BN
-            Reshape((width, 4, 4)), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Linear(self.z_dim, width * stem * stem, bias=False),  # no bias before BN
+            Reshape((width, stem, stem)), nn.BatchNorm2d(width), nn.ReLU(),
         ]
         for _ in range(steps - 1):
             layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
@@ -168,7 +188,8 @@ class DCGANArch(ConvArch):
         return dcgan_init(nn.Sequential(*layers))
 
     def critic_body(self, c: int, size: int) -> tuple[nn.Module, int]:
-        steps = int(math.log2(size // 4))
+        stem = self.stem(size)
+        steps = int(math.log2(size // stem))
         layers: list[nn.Module] = []
         width_in, width = c, self.channels
         for i in range(steps):
@@ -176,7 +197,7 @@ class DCGANArch(ConvArch):
             layers += [nn.Conv2d(width_in, width, 4, 2, 1), norm, nn.LeakyReLU(0.2)]
             width_in, width = width, width * 2
         layers = [m for m in layers if not isinstance(m, nn.Identity)]
-        return dcgan_init(nn.Sequential(*layers, nn.Flatten())), width_in * 16
+        return dcgan_init(nn.Sequential(*layers, nn.Flatten())), width_in * stem * stem
 
     def head(self, width: int, out: int) -> nn.Linear:
         return dcgan_init(nn.Linear(width, out))
