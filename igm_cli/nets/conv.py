@@ -66,6 +66,7 @@ class ConvArch(ABC):
     a network from images to [B, width] features."""
 
     name = ""
+    resolutions = RESOLUTIONS  # the image sides it builds for
 
     def __init__(self, z_dim: int, channels: int, features: int, spectral_norm: bool,
                  critic_norm: str, code_hidden: int, code_depth: int):
@@ -81,8 +82,6 @@ class ConvArch(ABC):
         self.z_dim, self.channels, self.features = z_dim, channels, features
         self.spectral_norm, self.critic_norm = spectral_norm, critic_norm
         self.code_hidden, self.code_depth = code_hidden, code_depth
-
-    resolutions = RESOLUTIONS
 
     def image_size(self, data_shape: tuple[int, ...]) -> tuple[int, int]:
         """(channels, resolution) of square images, or a one-line IgmError."""
@@ -150,12 +149,12 @@ class DCGANArch(ConvArch):
     size), where the smallest map is 2x2 instead of 4x4 so that the nets keep two stride-2 layers.
 
     Generator: linear z -> 4x4 x W (W = channels*4 at 32 px, channels*8 at 64 px; 2x2 x
-    channels*2 at 8 px), batch norm,
-    ReLU; stride-2 4x4 transposed convs halving the width, each with batch norm and ReLU, up to
-    half the resolution at width ``channels``; a last stride-2 transposed conv to the image's
-    channels, tanh. Critic / encoder / feature critic: the mirror image, stride-2 4x4 convs
-    (widths channels, 2*channels, ... to 4x4) with LeakyReLU(0.2), ``critic_norm`` after every
-    conv but the first, then a linear layer from the flattened 4x4 (2x2) map to the output.
+    channels*2 at 8 px), batch norm, ReLU; stride-2 4x4 transposed convs halving the width,
+    each with batch norm and ReLU, up to half the resolution at width ``channels``; a last
+    stride-2 transposed conv to the image's channels, tanh. Critic / encoder / feature critic:
+    the mirror image, stride-2 4x4 convs (widths channels, 2*channels, ... to 4x4, or 2x2) with
+    LeakyReLU(0.2), ``critic_norm`` after every conv but the first, then a linear layer from
+    the flattened last map to the output.
     Initialisation: DCGAN's N(0, 0.02) (the code critic keeps PyTorch's default)."""
 
     name = "dcgan"
