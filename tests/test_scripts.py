@@ -331,3 +331,54 @@ def test_robustness_floor_is_a_w1_between_two_samples_and_the_table_reads_it(tmp
     table = table_rows(robustness.table(rows, {"arcs": 0.1}))
     assert table == [["data-vs-data floor", "0.100"], ["`gan`", "0.200 (2.0x)"],
                      ["`wgan`", "failed"]]
+
+
+# -------------------------------------------------------------------- stacked_digits_diagnose
+
+
+def test_stacked_digits_diagnose_parts_on_known_cases():
+    """The diagnosis script's parts: channels between two digits, nearest distances (leave one
+    out), distance bands, and the shipped classifier's per-channel rates on real digits that
+    the README quotes (training digits 0.959, held-out 0.929)."""
+    from igm_cli.data.stacked import digits_split
+    from igm_cli.metrics.digits import load_digit_classifier
+
+    diagnose = load(SCRIPTS / "stacked_digits_diagnose.py")
+    probs = torch.full((1, 3, 10), 0.0)
+    probs[0, 0, 4] = 1.0                                        # confident
+    probs[0, 1, 3], probs[0, 1, 9], probs[0, 1, 0] = 0.6, 0.38, 0.02  # between 3 and 9
+    probs[0, 2] = 0.1                                           # spread over all ten
+    assert diagnose.confident_channels(probs, 0.9).tolist() == [[True, False, False]]
+    two, pairs = diagnose.between_two(probs, 0.9)
+    assert two == 0.5 and pairs[0] == ((3, 9), 1)
+
+    points = torch.tensor([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]])
+    assert diagnose.nearest_distance(points, points).tolist() == [0.0, 0.0, 0.0]
+    assert diagnose.nearest_distance(points, points, leave_one_out=True).tolist() == [5.0] * 3
+    bands = diagnose.by_distance(torch.tensor([1.0, 2.5, 2.5, 7.0]),
+                                 torch.tensor([True, True, False, False]))
+    assert [(share, rate) for _, share, rate in bands] == [(0.25, 1.0), (0.5, 0.5), (0.25, 0.0)]
+
+    classifier = load_digit_classifier()[0].eval()
+    train, _, heldout, _ = digits_split(8)
+    for digits, rate in ((train, 0.959), (heldout, 0.929)):
+        images = diagnose.to_unit(digits).reshape(-1, 1, 8, 8).repeat(1, 3, 1, 1)
+        channels = diagnose.confident_channels(
+            diagnose.channel_probabilities(classifier, images), 0.9)
+        assert channels[:, 0].double().mean().item() == pytest.approx(rate, abs=0.0015)
+
+
+def test_stacked_digits_diagnose_reads_a_run(tmp_path, capsys):
+    """End to end on a 2-step run: every line of the diagnosis, rates in [0, 1]."""
+    from conftest import FAST, run_igm
+
+    run_igm(["train", "dataset=stacked_digits", "dataset.resolution=8", "train.steps=2",
+             "train.batch_size=8", "eval.every=100", *FAST, "hydra.run.dir=run"], tmp_path,
+            check=True)
+    load(SCRIPTS / "stacked_digits_diagnose.py").main(
+        [str(tmp_path / "run"), "--n", "200", "--psi", "1,0.5"])
+    out = capsys.readouterr().out
+    pattern = r"confident(?: \(all three channels\):)? (\d\.\d+)"
+    rates = [float(x) for x in re.findall(pattern, out)]
+    assert len(rates) == 3 and all(0 <= r <= 1 for r in rates)  # all three, noise x 1 and x 0.5
+    assert "per channel:" in out and "median L2 distance" in out and out.count("distance [") == 3
