@@ -16,6 +16,7 @@ from collections import Counter
 import torch
 from torch import Tensor
 
+from igm_cli.data.images import to_unit_range
 from igm_cli.data.stacked import digits_split
 from igm_cli.metrics.digits import load_digit_classifier, to_8px
 
@@ -24,7 +25,7 @@ BANDS = ((0.0, 2.0), (2.0, 3.0), (3.0, float("inf")))  # L2 distance to the near
 
 def to_unit(digits: Tensor) -> Tensor:
     """uint8 digits [N, 1, 8, 8] -> [N, 64] in [-1, 1]."""
-    return digits.float().reshape(len(digits), -1) / 255 * 2 - 1
+    return to_unit_range(digits).reshape(len(digits), -1)
 
 
 @torch.no_grad()
@@ -95,10 +96,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"confident (all three channels): {confident.all(1).double().mean():.3f}")
     rates = " / ".join(f"{r:.3f}" for r in confident.double().mean(0).tolist())
     print(f"per channel: {rates}")
+    real = {}  # each real digit as one channel: confidently labelled or not
     for name, digits in (("training digits", train), ("held-out digits", heldout)):
-        real = confident_channels(channel_probabilities(classifier, digits.reshape(-1, 1, 8, 8)
-                                                        .repeat(1, 3, 1, 1)), args.confidence)
-        print(f"  {name}: {real[:, 0].double().mean():.3f}")
+        stacks = digits.reshape(-1, 1, 8, 8).repeat(1, 3, 1, 1)
+        real[name] = confident_channels(channel_probabilities(classifier, stacks),
+                                        args.confidence)[:, 0]
+        print(f"  {name}: {real[name].double().mean():.3f}")
     two, pairs = between_two(probs, args.confidence)
     print(f"channels below the bar with > {args.confidence} on two digits: {two:.3f}; "
           f"most common pairs: {', '.join(f'{a}/{b} ({n})' for (a, b), n in pairs)}")
@@ -110,11 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     print("median L2 distance to the nearest training digit: "
           f"generated {fake_distance.median():.2f}, held-out {real_distance.median():.2f}, "
           f"training (leave one out) {train_distance.median():.2f}")
-    held = confident_channels(channel_probabilities(classifier, heldout.reshape(-1, 1, 8, 8)
-                                                    .repeat(1, 3, 1, 1)), args.confidence)[:, 0]
     made = confident.reshape(-1)[: len(channels)]
     for (band, share, rate), (_, held_share, held_rate) in zip(
-            by_distance(fake_distance, made), by_distance(real_distance, held)):
+            by_distance(fake_distance, made), by_distance(real_distance, real["held-out digits"])):
         print(f"  distance {band}: generated {share:.3f} of digits, {rate:.3f} confident; "
               f"held-out {held_share:.3f}, {held_rate:.3f}")
 

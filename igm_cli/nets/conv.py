@@ -167,13 +167,14 @@ class DCGANArch(ConvArch):
                          code_hidden, code_depth)
 
     @staticmethod
-    def stem(size: int) -> int:
-        """Side of the smallest feature map: 4 (DCGAN's) at 32 and 64 px, 2 at 8 px."""
-        return 2 if size == 8 else 4
+    def layout(size: int) -> tuple[int, int]:
+        """(side of the smallest feature map, stride-2 layers from it to ``size``): (4, 3) at
+        32 px and (4, 4) at 64 px (DCGAN's 4x4), (2, 2) at 8 px."""
+        stem = 2 if size == 8 else 4
+        return stem, int(math.log2(size // stem))
 
     def generator(self, c: int, size: int) -> nn.Module:
-        stem = self.stem(size)
-        steps = int(math.log2(size // stem))  # stride-2 layers: 2 at 8 px, 3 at 32, 4 at 64
+        stem, steps = self.layout(size)
         width = self.channels * 2 ** (steps - 1)
         layers: list[nn.Module] = [
             nn.Linear(self.z_dim, width * stem * stem, bias=False),  # no bias before BN
@@ -187,8 +188,7 @@ class DCGANArch(ConvArch):
         return dcgan_init(nn.Sequential(*layers))
 
     def critic_body(self, c: int, size: int) -> tuple[nn.Module, int]:
-        stem = self.stem(size)
-        steps = int(math.log2(size // stem))
+        stem, steps = self.layout(size)
         layers: list[nn.Module] = []
         width_in, width = c, self.channels
         for i in range(steps):
