@@ -133,7 +133,7 @@ RULES: dict[str, object] = {
     "eval.every": Integer(1),
     "eval.n_samples": Integer(2),
     "eval.plot": BOOLEAN,
-    "eval.background": BOOLEAN,
+    "eval.background": Choice(("auto", True, False)),
     "eval.grid": Integer(1),
     "eval.confidence": Number(0.0, 1.0, low_open=True, high_open=False),
     "ckpt.every": Integer(1),

@@ -25,6 +25,7 @@ def assert_one_line_error(result, *needles):
     (["train", "train.steps=0"], ["train.steps", "0"]),
     (["train", "train.batch_size=-4"], ["train.batch_size", "-4"]),
     (["train", "device=tpu"], ["'tpu'", "auto, cpu, cuda"]),
+    (["train", "eval.background=sometimes"], ["eval.background", "'sometimes'", "auto, true, false"]),
     (["train", "dataset=npy"], ["dataset.path"]),
     (["train", "dataset=npy", "dataset.path=missing.npy"], ["missing.npy", "does not exist"]),
     (["train", "resume=nowhere"], ["/nowhere'", "does not exist"]),
