@@ -91,10 +91,11 @@ def usable_cores() -> int:
 def in_background(setting, device) -> bool:
     """``eval.background``: true, false, or auto = in a thread unless, on the CPU, the training
     loop's threads and the evaluation's (as many: PyTorch gives a new thread the count set
-    last) would be more than the cores. OpenMP then stops spinning between parallel regions
-    for the rest of the run, not only while an evaluation runs: Stacked Digits' MLP on 2
-    threads of 2 cores ran at 55-85 steps/s after its first background evaluation, 85-175
-    with the evaluations in its own thread (README, "Speed")."""
+    last) would be more than the cores. That slowed the loop for the rest of the run, not
+    only while an evaluation ran (most likely OpenMP's shorter spin-waits with more threads
+    than cores): Stacked Digits' MLP on 2 threads of 2 cores ran at 55-85 steps/s after its
+    first background evaluation, 85-175 with the evaluations in its own thread (README,
+    "Speed")."""
     if str(setting) != "auto":
         return bool(setting)
     return torch.device(device).type != "cpu" or 2 * torch.get_num_threads() <= usable_cores()
