@@ -85,7 +85,9 @@ def check_metric_keys(cfg: DictConfig, objective, is_image: bool, has_modes: boo
 
 def usable_cores() -> int:
     """The CPU cores this process may run on (its affinity mask, where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # None where the count is unknown
 
 
 def in_background(setting, device) -> bool:
