@@ -43,6 +43,7 @@ class Parts:
     state: TrainState
     phase_nets: dict[str, nn.ModuleDict]  # per phase: the networks as that phase calls them
     channels_last: bool
+    amp: str = "off"  # train.amp resolved: off | bf16 | fp16 (auto is never left)
 
 
 # ---------------------------------------------------------------------------- devices
@@ -247,6 +248,23 @@ def check_distributed(cfg: DictConfig, device: torch.device) -> None:
 
 # ---------------------------------------------------------------------------- the run's parts
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 in hardware: a CUDA GPU that supports it, or a CPU
+    with AVX512-BF16 or AMX. Elsewhere bf16 autocast converts in software and can be slower."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    checks = [getattr(torch.cpu, name, None)  # torch's own CPU-feature probes (private names)
+              for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
+
+
+def resolve_amp(setting: str, device: torch.device) -> str:
+    """``train.amp``: auto = bf16 where ``device`` computes it natively, else off."""
+    if setting == "auto":
+        return "bf16" if native_bf16(device) else "off"
+    return setting
+
+
 def use_channels_last(setting, device: torch.device, images: bool) -> bool:
     """``train.channels_last``: auto = on for image data on a GPU."""
     if str(setting) == "auto":
@@ -261,14 +279,16 @@ def build(cfg: DictConfig) -> Parts:
     parallel.init_process_group(device)
     dataset = build_dataset(cfg.dataset, device)
     channels_last = use_channels_last(train.channels_last, device, dataset.is_image)
-    state = build_state(cfg, checked, tuple(dataset.shape), device, channels_last)
+    amp = resolve_amp(train.get("amp", "off"), device)
+    state = build_state(cfg, checked, tuple(dataset.shape), device, channels_last, amp)
     phase_nets = wrap_networks(state.nets, checked.objective, device, train.compile)
     return Parts(device, dataset, checked.objective, checked.arch.z_dim, state, phase_nets,
-                 channels_last)
+                 channels_last, amp)
 
 
 def build_state(cfg: DictConfig, checked: Checked, data_shape: tuple[int, ...],
-                device: torch.device, channels_last: bool = False) -> TrainState:
+                device: torch.device, channels_last: bool = False,
+                amp: str = "off") -> TrainState:
     """Networks (initialised from ``seed``, the same on every rank), optimisers, EMA, scalers
     and RNG streams, on ``device``."""
     objective, arch = checked.objective, checked.arch
@@ -285,8 +305,7 @@ def build_state(cfg: DictConfig, checked: Checked, data_shape: tuple[int, ...],
         params = [p for role in phase.trains for p in nets[role].parameters()]
         optimizers[phase.name] = make_optimizer(model.optimizer, params, model.lr, model.betas)
         base_lrs[phase.name] = model.lr
-    return TrainState(nets, optimizers, base_lrs, model.ema, arch.z_dim, cfg.seed, device,
-                      cfg.train.get("amp", "off"))
+    return TrainState(nets, optimizers, base_lrs, model.ema, arch.z_dim, cfg.seed, device, amp)
 
 
 def wrap_networks(nets: nn.ModuleDict, objective: Objective, device: torch.device,

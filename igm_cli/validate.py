@@ -124,7 +124,7 @@ RULES: dict[str, object] = {
     "train.threads": Integer(1),
     "train.devices": Integer(1),
     "train.lr_decay": Choice(("linear", "none")),
-    "train.amp": Choice(("off", "bf16", "fp16")),
+    "train.amp": Choice(("off", "bf16", "fp16", "auto")),
     "train.compile": BOOLEAN,
     "train.channels_last": Choice(("auto", True, False)),
     "train.deterministic": BOOLEAN,

@@ -210,7 +210,7 @@ def complete(line: str, cwd: Path, words: list[str] | None = None) -> list[str]:
     ("igm estimate me", ["method="]),
     ("igm estimate method=", ["variational", "ratio"]),
     ("igm train device=", ["auto", "cpu", "cuda"]),
-    ("igm train train.amp=", ["off", "bf16", "fp16"]),
+    ("igm train train.amp=", ["off", "bf16", "fp16", "auto"]),
     ("igm train eval.features=", ["digits", "inception", "pixels", "random_conv"]),
     ("igm train model=wgan model.cl", ["model.clip="]),
     ("igm train --cf", ["--cfg"]),

@@ -148,7 +148,7 @@ def test_image_folder_and_bf16(tmp_path):
     (["dataset=digits", "arch=dcgan", "train.amp=fp16", "device=cpu"],
      "train.amp=fp16 needs a CUDA GPU"),
     (["dataset=digits", "arch=dcgan", "train.amp=fp8"],
-     "train.amp must be one of off, bf16, fp16, got 'fp8'"),
+     "train.amp must be one of off, bf16, fp16, auto, got 'fp8'"),
     (["dataset=digits", "arch=mlp", "eval.metrics=[fid,sharpness]"],
      "unknown image metric 'sharpness'; choose from: fid, kid, is"),
 ])

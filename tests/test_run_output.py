@@ -132,3 +132,30 @@ def test_auto_background_evaluation_leaves_the_cores_to_training(monkeypatch):
         assert not evaluate.in_background(False, "cpu")
     finally:
         torch.set_num_threads(threads)
+
+
+def test_auto_amp_takes_bf16_where_the_hardware_has_it(monkeypatch, tmp_path):
+    """train.amp=auto: bf16 autocast on a CPU with AVX512-BF16 or AMX (Stacked Digits' MLP ran
+    at ~70 steps/s on one core of this machine against ~40 in float32, with the same
+    `confident` after 8000 steps), off on a CPU that would emulate it; set values as asked.
+    The run says what auto chose."""
+    from igm_cli import build
+
+    cpu = torch.device("cpu")
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False)
+    assert build.resolve_amp("auto", cpu) == "off"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert build.resolve_amp("auto", cpu) == "bf16"
+    assert build.resolve_amp("off", cpu) == "off" and build.resolve_amp("bf16", cpu) == "bf16"
+    monkeypatch.undo()
+
+    result = run_igm(["train", "train.steps=20", "eval.every=20", "train.amp=auto", *FAST,
+                      "hydra.run.dir=run"], tmp_path, check=True,
+                     env_extra={"MPLCONFIGDIR": str(tmp_path / "mpl")})
+    chosen = build.resolve_amp("auto", cpu)
+    expected = ("bf16 autocast (native bfloat16 on cpu)" if chosen == "bf16"
+                else "off (no native bfloat16 on cpu)")
+    assert f"igm: train.amp=auto: {expected}" in result.stdout
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 20
