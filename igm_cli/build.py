@@ -43,7 +43,7 @@ class Parts:
     state: TrainState
     phase_nets: dict[str, nn.ModuleDict]  # per phase: the networks as that phase calls them
     channels_last: bool
-    amp: str = "off"  # train.amp resolved: off | bf16 | fp16 (auto is never left)
+    amp: str  # train.amp resolved (resolve_amp): off | bf16 | fp16, never auto
 
 
 # ---------------------------------------------------------------------------- devices

@@ -265,8 +265,9 @@ def run(cfg: DictConfig, parts: Parts, log: RunLog, run_dir: Path, overrides: li
     plans = phase_plans(parts)
     names = [f"loss/{plan.phase.name}" for plan in plans]
     if cfg.train.get("amp") == "auto":
-        chosen = "bf16 autocast (native" if parts.amp == "bf16" else "off (no native"
-        log.message(f"igm: train.amp=auto: {chosen} bfloat16 on {device.type})")
+        chosen = ("bf16 autocast (native bfloat16 on {})" if parts.amp == "bf16"
+                  else "off (no native bfloat16 on {})")
+        log.message(f"igm: train.amp=auto: {chosen.format(device.type)}")
     autocast = amp_context(parts.amp, device)
     evaluator = Evaluator(cfg, dataset, objective, parts.z_dim, device, warn=log.message) \
         if ranks.main else None
