@@ -307,6 +307,7 @@ def run(cfg: DictConfig, parts: Parts, log: RunLog, run_dir: Path, overrides: li
         while state.step < total:
             step = state.step
             state.set_lr(lr_factor(lr_decay, step, total))
+            objective.step = step  # losses that change over the run read it (lazy R1)
             losses = train_step(plans, draw, autocast, after_step, step)
             state.update_ema()
             state.step = step + 1

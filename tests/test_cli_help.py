@@ -201,7 +201,7 @@ def complete(line: str, cwd: Path, words: list[str] | None = None) -> list[str]:
 @pytest.mark.parametrize("line, expected", [
     ("igm tr", ["train"]),
     ("igm e", ["estimate", "eval"]),
-    ("igm train model.r", ["model.r1_gamma="]),
+    ("igm train model.r", ["model.r1_gamma=", "model.r1_every="]),
     ("igm train model=g", ["gan", "gan_minimax", "gmmn"]),  # bash replaces what follows '='
     ("igm train model=gan,wgan", ["gan,wgan", "gan,wgan_gp"]),  # a sweep
     ("igm train train.st", ["train.steps="]),

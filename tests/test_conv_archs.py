@@ -205,6 +205,25 @@ def test_mlp_auto_follows_the_data(shape, z_dim, hidden):
     assert generator(torch.randn(3, z_dim)).shape == (3, *shape)
 
 
+def test_mlp_critics_take_their_own_width():
+    """arch.critic_hidden widens (or narrows) every critic role and nothing else; null keeps
+    arch.hidden for all."""
+    from igm_cli.build import build_arch
+
+    def widths(net):
+        return [m.out_features for m in net.modules() if isinstance(m, torch.nn.Linear)]
+
+    shape = (3, 8, 8)
+    both = build_arch(OmegaConf.load(CONFIGS / "mlp.yaml"), shape)
+    assert widths(both.build("critic", shape)) == [512, 512, 512, 1]
+    split = build_arch(OmegaConf.merge(OmegaConf.load(CONFIGS / "mlp.yaml"),
+                                       {"hidden": 96, "critic_hidden": 40}), shape)
+    assert widths(split.build("generator", shape)) == [96, 96, 96, 192]
+    assert widths(split.build("encoder", shape)) == [96, 96, 96, 64]
+    for role, out in (("critic", 1), ("code_critic", 1), ("feature_critic", 16)):
+        assert widths(split.build(role, shape)) == [40, 40, 40, out], role
+
+
 def test_mlp_generator_of_images_stays_in_the_pixel_range():
     """Images live in [-1, 1] (conv generators end in tanh): so does the MLP's image, even
     for noise far out in the tails; points keep an unbounded output."""

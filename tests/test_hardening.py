@@ -41,9 +41,11 @@ BAD_VALUES = [  # (arguments, words the one-line error must contain)
     (["model.ema=2"], ["model.ema", "[0, 1)", "got 2"]),
     (["model.ema=-0.5"], ["model.ema", "-0.5"]),
     (["model.r1_gamma=-1"], ["model.r1_gamma", ">= 0"]),
+    (["model.r1_every=0"], ["model.r1_every", ">= 1", "got 0"]),
     (["ckpt.keep_every=-1"], ["ckpt.keep_every", ">= 0"]),
     (["arch.z_dim=0"], ["arch.z_dim", ">= 1"]),
     (["arch.hidden=0"], ["arch.hidden", ">= 1"]),
+    (["arch.critic_hidden=0"], ["arch.critic_hidden", "null or an integer >= 1", "got 0"]),
     (["arch.depth=-1"], ["arch.depth", ">= 0"]),
     (["model.optimizer=sgd"], ["model.optimizer", "adam, rmsprop", "'sgd'"]),
     (["eval.sweep_metric=fid"], ["eval.sweep_metric", "'fid'", "w1"]),  # points: no FID

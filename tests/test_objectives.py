@@ -95,3 +95,48 @@ def test_r1_leaves_the_callers_tensor_alone():
         assert not real.requires_grad, make(gamma)
         plain = make(0.0).critic_loss(nets, real, FAKE)
         assert (penalised - plain).item() == pytest.approx(gamma / 2 * 5, rel=1e-6)
+
+
+def test_lazy_r1_takes_k_times_the_penalty_on_every_kth_step_only():
+    """model.r1_every = k (StyleGAN2's lazy regularisation): the penalty γ/2 ||w||² is added
+    times k on steps 0, k, 2k, ... and not at all in between, in each objective with R1; k = 1
+    is the penalty on every step. The step is the one the trainer sets on the objective."""
+    gamma, k = 0.4, 4
+    nets = linear_nets()
+    nets["encoder"], nets["code_critic"] = nn.Identity(), nets["critic"]
+    for make in (lambda **kw: NonSaturatingGAN(**kw), lambda **kw: FGAN("kl", **kw),
+                 lambda **kw: RatioMatching("pearson", **kw), lambda **kw: AlphaGAN(**kw)):
+        plain = make(r1_gamma=0.0).critic_loss(nets, REAL.clone(), FAKE)
+        lazy, every = make(r1_gamma=gamma, r1_every=k), make(r1_gamma=gamma)
+        added = []
+        for step in range(2 * k + 1):
+            lazy.step = every.step = step
+            added.append((lazy.critic_loss(nets, REAL.clone(), FAKE) - plain).item())
+            assert (every.critic_loss(nets, REAL.clone(), FAKE) - plain).item() == \
+                pytest.approx(gamma / 2 * 5, rel=1e-6)
+        due = {0, k, 2 * k}
+        assert all(abs(a) < 1e-7 for s, a in enumerate(added) if s not in due), (make, added)
+        assert [added[s] for s in sorted(due)] == pytest.approx([k * gamma / 2 * 5] * 3, rel=1e-6)
+
+
+def test_the_trainer_tells_the_objective_its_step(tmp_path, monkeypatch):
+    """A 6-step run with model.r1_every=3 takes the penalty on steps 0 and 3, as the loss sees
+    them (the trainer sets ``objective.step`` before each step)."""
+    from conftest import FAST
+
+    from igm_cli import cli
+
+    seen = []
+    real_loss = NonSaturatingGAN.critic_loss
+
+    def recording(self, nets, real, z):
+        seen.append((self.step, self.r1_now()))
+        return real_loss(self, nets, real, z)
+
+    monkeypatch.setattr(NonSaturatingGAN, "critic_loss", recording)
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["train", "train.steps=6", "eval.every=6", "eval.plot=false", *FAST,
+                     "model.r1_gamma=0.5", "model.r1_every=3", "device=cpu",
+                     "hydra.run.dir=run"])
+    assert code == 0
+    assert seen == [(0, 1.5), (1, 0.0), (2, 0.0), (3, 1.5), (4, 0.0), (5, 0.0)]

@@ -42,7 +42,8 @@ class Reshape(nn.Module):
 class MLPArch:
     """Builds each role's network. Roles: generator z -> x, critic x -> R, encoder x -> z,
     code_critic z -> R, feature_critic x -> R^features (MMD-GAN's learned kernel features).
-    Spectral norm (``spectral_norm=true``) applies to critics only.
+    Spectral norm (``spectral_norm=true``) applies to critics only; ``critic_hidden`` gives
+    the critics their own width (None: ``hidden``).
 
     ``z_dim`` and ``hidden`` may be ``auto`` (``AUTO``, resolved from the data's shape by
     ``build_arch``): points of D dimensions get noise of max(2, D) dimensions (a generator of
@@ -63,6 +64,7 @@ class MLPArch:
         activation: str = "leaky_relu",
         spectral_norm: bool = False,
         features: int = 16,
+        critic_hidden: int | None = None,
     ):
         if activation not in ACTIVATIONS:
             raise IgmError(
@@ -71,6 +73,7 @@ class MLPArch:
         self.z_dim, self.hidden, self.depth = z_dim, hidden, depth
         self.activation, self.spectral_norm = activation, spectral_norm
         self.features = features  # output width of the feature_critic role
+        self.critic_hidden = critic_hidden or hidden  # the critics' width; None: ``hidden``
 
     def build(self, role: str, data_shape: tuple[int, ...]) -> nn.Module:
         data_dim = math.prod(data_shape)
@@ -81,8 +84,9 @@ class MLPArch:
             "code_critic": (self.z_dim, 1),
             "feature_critic": (data_dim, self.features),
         }[role]
-        net = mlp(in_dim, out_dim, self.hidden, self.depth, self.activation,
-                  self.spectral_norm and role.endswith("critic"))
+        critic = role.endswith("critic")
+        net = mlp(in_dim, out_dim, self.critic_hidden if critic else self.hidden, self.depth,
+                  self.activation, self.spectral_norm and critic)
         if role == "generator":
             squash = [nn.Tanh()] if len(data_shape) == 3 else []  # images live in [-1, 1]
             return nn.Sequential(net, *squash, Reshape(data_shape))

@@ -46,12 +46,13 @@ class AlphaGAN(Objective):
     networks = ("generator", "encoder", "critic", "code_critic")
 
     def __init__(self, lambda_rec: float = 10.0, r1_gamma: float = 0.0,
-                 adversarial: str = "ratio"):
+                 adversarial: str = "ratio", r1_every: int = 1):
         if adversarial not in ("ratio", "nonsaturating"):
             raise IgmError(f"unknown model.adversarial '{adversarial}'; choose from: ratio, "
                            "nonsaturating")
         self.lambda_rec = lambda_rec
         self.r1_gamma = r1_gamma
+        self.r1_every = r1_every  # lazy: on every k-th step, γ·k (``r1_now``)
         self.adversarial = adversarial
 
     def fool(self, logits: Tensor) -> Tensor:
@@ -84,12 +85,13 @@ class AlphaGAN(Objective):
     def critic_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
         with torch.no_grad():
             x_rec, x_gen = nets.generator(nets.encoder(real)), nets.generator(z)
-        real = real.detach().requires_grad_(self.r1_gamma > 0)  # the caller's tensor untouched
+        gamma = self.r1_now()
+        real = real.detach().requires_grad_(gamma > 0)  # the caller's tensor untouched
         d_real = nets.critic(real)
         loss = (F.softplus(-d_real).mean() + F.softplus(nets.critic(x_rec)).mean()
                 + F.softplus(nets.critic(x_gen)).mean())  # data 1, reconstructions/samples 0
-        if self.r1_gamma > 0:
-            loss = loss + r1_penalty(d_real, real, self.r1_gamma)
+        if gamma > 0:
+            loss = loss + r1_penalty(d_real, real, gamma)
         return loss
 
     def code_critic_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:

@@ -33,6 +33,18 @@ class Objective:
     """Base class: subclasses set ``networks`` and return their ``phases()``."""
 
     networks: tuple[str, ...] = ("generator", "critic")
+    step: int = 0  # the training step being run; the trainer sets it before each step
+    r1_gamma: float = 0.0  # objectives with an R1 penalty set these two (``r1_now``)
+    r1_every: int = 1
+
+    def r1_now(self) -> float:
+        """γ of the R1 penalty at this step. Lazy regularisation (Karras et al. 2020, StyleGAN2
+        §3.1): with ``r1_every`` = k > 1 the penalty is taken on every k-th step only, scaled by
+        k so that its average pull is the same, which saves most of its double backward. 0 when
+        the penalty is off or not due."""
+        if self.r1_gamma > 0 and self.step % self.r1_every == 0:
+            return self.r1_gamma * self.r1_every
+        return 0.0
 
     def phases(self) -> list[Phase]:
         return [

@@ -35,7 +35,8 @@ class _FenchelDual(Objective, ABC):
     """Shared by both parametrisations: ``terms(v)`` gives (T, f*(T)) from the critic output."""
 
     def __init__(self, divergence: str | Divergence = "jensen_shannon",
-                 generator_loss: str = "alternative", n_critic: int = 1, r1_gamma: float = 0.0):
+                 generator_loss: str = "alternative", n_critic: int = 1, r1_gamma: float = 0.0,
+                 r1_every: int = 1):
         if generator_loss not in GENERATOR_LOSSES:
             raise IgmError(f"unknown model.generator_loss '{generator_loss}'; "
                            f"choose from: {', '.join(GENERATOR_LOSSES)}")
@@ -43,6 +44,7 @@ class _FenchelDual(Objective, ABC):
         self.update = generator_loss
         self.n_critic = n_critic
         self.r1_gamma = r1_gamma  # zero-centred gradient penalty on real data; 0 = off
+        self.r1_every = r1_every  # lazy: on every k-th step, γ·k (``r1_now``)
 
     @abstractmethod
     def terms(self, v: Tensor) -> tuple[Tensor, Tensor]:  # (T, f*(T)), each [B]
@@ -51,13 +53,14 @@ class _FenchelDual(Objective, ABC):
     def critic_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
         with torch.no_grad():
             fake = nets.generator(z)
-        real = real.detach().requires_grad_(self.r1_gamma > 0)  # the caller's tensor untouched
+        gamma = self.r1_now()
+        real = real.detach().requires_grad_(gamma > 0)  # the caller's tensor untouched
         v_real, v_fake = critic_outputs(nets.critic, real, fake)
         t_real, _ = self.terms(v_real)
         _, f_star_fake = self.terms(v_fake)
         loss = -fenchel_bound(t_real, f_star_fake)  # -(E_p[T] - E_q[f*(T)])
-        if self.r1_gamma > 0:
-            loss = loss + r1_penalty(v_real, real, self.r1_gamma)
+        if gamma > 0:
+            loss = loss + r1_penalty(v_real, real, gamma)
         return loss
 
     def generator_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:

@@ -18,18 +18,20 @@ from igm_cli.registry import MODELS
 
 @MODELS.register("gan", "GAN, non-saturating generator loss -log D(G(z))")
 class NonSaturatingGAN(Objective):
-    def __init__(self, n_critic: int = 1, r1_gamma: float = 0.0):
+    def __init__(self, n_critic: int = 1, r1_gamma: float = 0.0, r1_every: int = 1):
         self.n_critic = n_critic
         self.r1_gamma = r1_gamma  # zero-centred gradient penalty on real data; 0 = off
+        self.r1_every = r1_every  # lazy: on every k-th step, γ·k (``r1_now``)
 
     def critic_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
         with torch.no_grad():
             fake = nets.generator(z)
-        real = real.detach().requires_grad_(self.r1_gamma > 0)  # the caller's tensor untouched
+        gamma = self.r1_now()
+        real = real.detach().requires_grad_(gamma > 0)  # the caller's tensor untouched
         v_real, v_fake = critic_outputs(nets.critic, real, fake)
         loss = F.softplus(-v_real).mean() + F.softplus(v_fake).mean()  # -E_p log D - E_q log(1-D)
-        if self.r1_gamma > 0:
-            loss = loss + r1_penalty(v_real, real, self.r1_gamma)
+        if gamma > 0:
+            loss = loss + r1_penalty(v_real, real, gamma)
         return loss
 
     def generator_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:

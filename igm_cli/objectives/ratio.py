@@ -52,7 +52,7 @@ class RatioMatching(Objective):
     """
 
     def __init__(self, divergence: str | Divergence = "pearson", n_critic: int = 1,
-                 r1_gamma: float = 0.0):
+                 r1_gamma: float = 0.0, r1_every: int = 1):
         try:
             self.f = get_divergence(divergence) if isinstance(divergence, str) else divergence
         except IgmError as exc:
@@ -64,6 +64,7 @@ class RatioMatching(Objective):
                            "zero gradient; use model=fgan divergence=total_variation")
         self.n_critic = n_critic
         self.r1_gamma = r1_gamma  # zero-centred gradient penalty on real data; 0 = off
+        self.r1_every = r1_every  # lazy: on every k-th step, γ·k (``r1_now``)
 
     def ratio(self, critic: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
         """(r(x), v(x)), each [B]: the estimated ratio p/q and the critic's raw output."""
@@ -73,12 +74,13 @@ class RatioMatching(Objective):
     def critic_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
         with torch.no_grad():
             fake = nets.generator(z)
-        real = real.detach().requires_grad_(self.r1_gamma > 0)  # the caller's tensor untouched
+        gamma = self.r1_now()
+        real = real.detach().requires_grad_(gamma > 0)  # the caller's tensor untouched
         v_real, v_fake = critic_outputs(nets.critic, real, fake)
         r_real, r_fake = ratio_from_output(v_real), ratio_from_output(v_fake)
         loss = least_squares_ratio_loss(r_real, r_fake)  # ½ E_q[r²] - E_p[r], min at r = p/q
-        if self.r1_gamma > 0:
-            loss = loss + r1_penalty(v_real, real, self.r1_gamma)
+        if gamma > 0:
+            loss = loss + r1_penalty(v_real, real, gamma)
         return loss
 
     def generator_loss(self, nets: nn.ModuleDict, real: Tensor, z: Tensor) -> Tensor:
